@@ -1,0 +1,1 @@
+"""The dpsynth service: API, web form, CLI, database, ledger, audit and storage."""

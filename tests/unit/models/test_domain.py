@@ -1,0 +1,81 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.accounting import PrivacyLedger
+from models.domain import discover_categorical, discover_numeric
+from models.errors import SchemaError
+from models.noise import PrivacyNoise
+from models.schema import ColumnKind, ColumnSpec
+
+
+def _ledger() -> PrivacyLedger:
+    return PrivacyLedger(epsilon=100.0, delta=1e-6, delta_reserved=1e-7)
+
+
+def test_discover_numeric_bounds_ignore_a_lone_outlier():
+    values = np.random.default_rng(0).normal(50, 10, 5000)
+    values[0] = 1e9
+    spec = ColumnSpec(name="x", kind=ColumnKind.CONTINUOUS)
+    ledger = _ledger()
+    dom = discover_numeric(
+        spec, pd.Series(values), sigma=20.0, sigma_bounds=20.0, ledger=ledger, noise=PrivacyNoise()
+    )
+    assert dom.bounds[0] <= 20 and 80 <= dom.bounds[1] <= 128
+    assert [m.name for m in ledger.spent] == ["domain:x:bounds", "domain:x:cells"]
+
+
+def test_discover_numeric_bins_hold_about_equal_mass():
+    values = np.random.default_rng(1).exponential(1000, 20000)
+    spec = ColumnSpec(name="x", kind=ColumnKind.CONTINUOUS, bounds=(0.0, 20000.0))
+    ledger = _ledger()
+    dom = discover_numeric(
+        spec, pd.Series(values), sigma=5.0, sigma_bounds=None, ledger=ledger, noise=PrivacyNoise()
+    )
+    assert [m.name for m in ledger.spent] == ["domain:x:cells"]  # public bounds cost nothing
+    assert dom.log_space
+    cells = np.clip(np.searchsorted(dom.cell_edges, values, side="right") - 1, 0, len(dom.cell_edges) - 2)
+    bins = np.searchsorted(dom.bin_starts, cells, side="right") - 1
+    shares = np.bincount(bins) / len(values)
+    assert len(shares) >= 10
+    assert shares.max() < 3 / len(shares)
+
+
+def test_discover_numeric_integers_get_one_cell_per_value():
+    spec = ColumnSpec(name="k", kind=ColumnKind.INTEGER, bounds=(0.0, 10.0))
+    values = pd.Series(np.random.default_rng(2).integers(0, 11, 3000))
+    dom = discover_numeric(spec, values, sigma=1.0, sigma_bounds=None, ledger=_ledger(), noise=PrivacyNoise())
+    assert np.allclose(dom.cell_edges, np.arange(-0.5, 11.0, 1.0))
+
+
+def test_discover_numeric_refuses_nulls_declared_impossible():
+    spec = ColumnSpec(name="x", kind=ColumnKind.CONTINUOUS, bounds=(0.0, 1.0), nullable=False)
+    with pytest.raises(SchemaError, match="nullable: false"):
+        discover_numeric(
+            spec, pd.Series([0.5, None]), sigma=1.0, sigma_bounds=None, ledger=_ledger(), noise=PrivacyNoise()
+        )
+
+
+def test_partition_selection_drops_rare_categories_at_every_noise_draw():
+    col = pd.Series(["common"] * 3000 + ["medium"] * 800 + ["ZZZ_CANARY"] * 2)
+    spec = ColumnSpec(name="c", kind=ColumnKind.CATEGORICAL)
+    for seed in range(20):
+        dom = discover_categorical(
+            spec, col, sigma=10.0, delta_select=1e-7, ledger=_ledger(), noise=PrivacyNoise(noise_seed=seed)
+        )
+        assert dom.categories == ("common", "medium")
+        assert dom.has_other and not dom.categories_public
+
+
+def test_public_categories_cost_nothing_and_refuse_unknown_values():
+    spec = ColumnSpec(name="c", kind=ColumnKind.CATEGORICAL, categories=("a", "b"))
+    ledger = _ledger()
+    dom = discover_categorical(
+        spec, pd.Series(["a", "b", None]), sigma=1.0, delta_select=1e-7, ledger=ledger, noise=PrivacyNoise()
+    )
+    assert dom.categories == ("a", "b") and not dom.has_other and dom.nullable
+    assert ledger.spent == []
+    with pytest.raises(SchemaError, match="outside its declared categories"):
+        discover_categorical(
+            spec, pd.Series(["a", "q"]), sigma=1.0, delta_select=1e-7, ledger=ledger, noise=PrivacyNoise()
+        )
