@@ -51,7 +51,7 @@ class SynthesizerConfig:
     delta: float | None = None
     accountant: AccountantName = "prv"
     discriminator_share: float = 0.0
-    pair_budget_share: float = 0.6
+    pair_budget_share: float = 0.5
     target_pair_share: float = 0.5
     dpsgd_epochs: float = 3.0
     batch_size: int = 256

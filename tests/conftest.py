@@ -14,8 +14,8 @@ def make_table(n: int = 2000, seed: int = 0) -> pd.DataFrame:
     smoker = rng.random(n) < 0.25
     region = rng.choice(["north", "south", "east", "west"], n, p=[0.4, 0.3, 0.2, 0.1])
     income = np.exp(rng.normal(10 + 0.01 * (age - 45), 0.5, n)).round(2)
-    risk = 1 / (1 + np.exp(-(-3 + 0.05 * (age - 45) + 1.5 * smoker)))
-    outcome = np.where(rng.random(n) < risk + 0.2, "yes", "no")
+    risk = 1 / (1 + np.exp(-(-2.5 + 0.08 * (age - 45) + 2.5 * smoker)))
+    outcome = np.where(rng.random(n) < risk, "yes", "no")
     children = rng.poisson(1.2, n)
     return pd.DataFrame(
         {

@@ -115,7 +115,7 @@ def test_evaluate_prints_and_writes_json(tmp_path, capsys):
     )
     assert code == 0
     report = json.loads(out.read_text())
-    assert report["tstr_auc"] > 0.55 and report["two_way_tvd"] < 0.1
+    assert report["tstr_auc"] > 0.7 and report["two_way_tvd"] < 0.25
     assert "TSTR" in capsys.readouterr().out
 
 
