@@ -27,7 +27,9 @@ class SynthesizerConfig:
         discriminator_share: fraction of epsilon given to the DP-SGD discriminator (the
             DP-GAN phase); the rest measures domains and marginals. 0 skips that phase.
         pair_budget_share: share of the marginals' budget (zCDP weight) spent on 2-way
-            marginals; the rest measures domains and 1-way marginals.
+            marginals; the rest measures domains and 1-way marginals. ``None`` picks 0.5
+            for up to 60 pairs and less for wider tables, whose many pairs are each too
+            noisy to be worth their share (tuned on public tables, see bench/README.md).
         target_pair_share: share of the 2-way budget for pairs with the declared target.
         dpsgd_epochs: expected passes over the data of the discriminator.
         batch_size: expected Poisson batch size of the discriminator.
@@ -51,7 +53,7 @@ class SynthesizerConfig:
     delta: float | None = None
     accountant: AccountantName = "prv"
     discriminator_share: float = 0.0
-    pair_budget_share: float = 0.5
+    pair_budget_share: float | None = None
     target_pair_share: float = 0.5
     dpsgd_epochs: float = 3.0
     batch_size: int = 256
@@ -78,7 +80,7 @@ class SynthesizerConfig:
         if not 0 <= self.discriminator_share < 1:
             problems.append(f"discriminator_share must be in [0, 1), got {self.discriminator_share!r}")
         for name in ("pair_budget_share", "target_pair_share"):
-            if not 0 < getattr(self, name) < 1:
+            if getattr(self, name) is not None and not 0 < getattr(self, name) < 1:
                 problems.append(f"{name} must be in (0, 1), got {getattr(self, name)!r}")
         for name in ("batch_size", "generator_steps", "latent_dim", "hidden", "n_codes"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) > 0):

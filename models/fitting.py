@@ -86,17 +86,22 @@ def fit_generator(
     *,
     steps: int,
     lr: float,
+    stop_loss: float = 0.0,
     on_step: Callable[[int], None] | None = None,
 ) -> float:
     """Full-batch Adam on the marginal loss over the generator's code bank; returns the last loss.
 
-    Post-processing only: it reads the noisy marginals, never a row.
+    Stops early once the loss (mean squared error per cell in units of its noise variance)
+    is at most ``stop_loss``: fitting closer than the noise only fits the noise (the
+    discrepancy principle). Post-processing only: it reads the noisy marginals, never a row.
     """
     opt = torch.optim.Adam(gen.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1), eta_min=lr / 10)
     loss = torch.zeros(())
     for step in range(steps):
         loss = loss_fn(gen.probs())
+        if loss.item() <= stop_loss:
+            break
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -34,6 +34,11 @@ class BudgetPlan:
     epsilon_planned: float
 
 
+def default_pair_share(n_pairs: int) -> float:
+    """0.5 up to 60 pairs, then shrinking slowly (0.37 at 171 pairs, a 19-column table)."""
+    return 0.5 * min(1.0, 60 / max(n_pairs, 1)) ** 0.3
+
+
 def _weights(
     specs: list[ColumnSpec], target: str | None, config: SynthesizerConfig, with_pairs: bool
 ) -> tuple[dict[str, float], list[tuple[int, int]]]:
@@ -57,7 +62,8 @@ def _weights(
     pairs = pair_workload(len(specs), target_idx) if with_pairs else []
     if not pairs:
         return weights, pairs
-    pair_total = sum(weights.values()) * config.pair_budget_share / (1 - config.pair_budget_share)
+    share = config.pair_budget_share or default_pair_share(len(pairs))
+    pair_total = sum(weights.values()) * share / (1 - share)
     with_target = [p for p in pairs if target_idx in p]
     others = [p for p in pairs if target_idx not in p]
     target_total = pair_total * (

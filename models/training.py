@@ -30,7 +30,8 @@ from models.schema import ColumnKind, ColumnSpec
 from models.transform import TableEncoder
 
 Phase = Literal["measure", "generator", "dp-gan", "done"]
-_GENERATOR_LR = 2e-3
+_GENERATOR_LR = 1e-2
+_STOP_LOSS = 1.0  # a fit within the measurements' noise; closer only fits the noise
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,14 @@ class FitRun:
             if step % 50 == 0:
                 self.report("generator", step, epsilon=eps)
 
-        fit_generator(gen, loss_fn, steps=self.config.generator_steps, lr=_GENERATOR_LR, on_step=on_step)
+        fit_generator(
+            gen,
+            loss_fn,
+            steps=self.config.generator_steps,
+            lr=_GENERATOR_LR,
+            stop_loss=_STOP_LOSS,
+            on_step=on_step,
+        )
         self.ckpt.save_generator(self.state, gen.state_dict())
 
     def _gan_steps_left(self) -> bool:
