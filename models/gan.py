@@ -1,29 +1,29 @@
 """The DP-GAN phase: a DP-SGD discriminator on real rows, a generator that follows it.
 
-Only the discriminator reads real rows, through Opacus: Poisson sampling (each row
-joins a batch independently with probability ``sample_rate``), per-sample clipping by
-ghost clipping, and Gaussian noise. Every discriminator step is charged to the ledger
-*before* it runs. Generated rows join the discriminator's batch as negatives; they are
-post-processing of earlier DP outputs, so each real row still moves the clipped
-gradient sum by at most ``max_grad_norm``. The generator's step reads only the
+Only the discriminator reads real rows, through DP-SGD: Opacus' Poisson sampling (each
+row joins a batch independently with probability ``sample_rate``), per-sample clipping
+(book-keeping, see ``clipping.py``), and Opacus' Gaussian noise. Every discriminator
+step is charged to the ledger *before* it runs. Generated rows join the discriminator's
+batch as negatives; they are post-processing of earlier DP outputs, so each real row
+still moves the clipped gradient sum by at most ``max_grad_norm``. The generator's step reads only the
 discriminator's parameters (already DP) and generated rows, so it is post-processing.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from opacus import PrivacyEngine
+from opacus.optimizers import DPOptimizerFastGradientClipping
+from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
 from models.accounting import Mechanism, PrivacyLedger
+from models.clipping import BookKeepingClipper
 from models.errors import DPCompatibilityError
 from models.fitting import MarginalLoss
 from models.networks import Discriminator, Generator, seeded_init, validate_dp_module
@@ -72,21 +72,9 @@ class DPSGDParams:
                 "max_grad_norm": self.max_grad_norm,
                 "expected_batch_size": self.expected_batch_size,
                 "poisson_sampling": True,
-                "grad_sample_mode": "ghost",
-                "clipping": "flat",
+                "clipping_method": "book-keeping (per-sample, flat)",
             },
         )
-
-
-@contextlib.contextmanager
-def quiet_hooks() -> Iterator[None]:
-    """Silence torch's notice that Opacus' backward hooks fire on inputs without gradients.
-
-    The discriminator's inputs are data, which never need gradients; the notice is expected.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        yield
 
 
 def sample_rate_for(rows: int, expected_batch_size: int) -> float:
@@ -94,66 +82,62 @@ def sample_rate_for(rows: int, expected_batch_size: int) -> float:
     return 1.0 / math.ceil(rows / expected_batch_size)
 
 
-class _Rows(Dataset):
-    """Rows of a tensor; ``__getitems__`` fetches a whole Poisson batch in one indexing op."""
+@dataclass
+class PrivateDiscriminator:
+    """The DP-SGD machinery around one discriminator.
 
-    def __init__(self, x: torch.Tensor) -> None:
-        self.x = x
+    Poisson sampling and noise are Opacus' (``UniformWithReplacementSampler``,
+    ``DPOptimizerFastGradientClipping``); per-sample clipping is book-keeping
+    (``clipping.py``), which gives the same clipped sums as Opacus' ghost clipping with
+    one backward pass instead of two.
+    """
 
-    def __len__(self) -> int:
-        return len(self.x)
+    module: nn.Module
+    clipper: BookKeepingClipper
+    optimizer: DPOptimizerFastGradientClipping
+    sampler: UniformWithReplacementSampler
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor]:
-        return (self.x[i],)
-
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor]:
-        return (self.x[indices],)
-
-
-def _identity(batch: Any) -> Any:
-    return batch
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One DP-SGD step on a batch (real rows from ``sampler`` plus generated rows)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.clipper.recording():
+            logits = self.module(x)
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
+        self.clipper.backward(loss)
+        self.optimizer.step()
 
 
 def make_private_discriminator(
     disc: nn.Module,
     optimizer: torch.optim.Optimizer,
-    real: torch.Tensor,
+    rows: int,
     *,
     params: DPSGDParams,
     noise: PrivacyNoise,
-    accountant: str,
-) -> tuple[Any, Any, Any, DataLoader, PrivacyEngine]:
-    """Opacus' private module, optimizer, ghost-clipping criterion and Poisson loader.
+) -> PrivateDiscriminator:
+    """Wrap ``disc`` and ``optimizer`` for DP-SGD with exactly the planned sample rate.
 
     Raises:
-        DPCompatibilityError: the module fails Opacus' validator, or Opacus would sample at
-            another rate than the one the plan was accounted with.
+        DPCompatibilityError: the module fails Opacus' validator or is not an MLP of Linear layers.
     """
     validate_dp_module(disc)
     with warnings.catch_warnings():
-        # Opacus warns on every non-secure engine; the certificate records secure_mode instead.
+        # Opacus warns on every non-secure optimizer; the certificate records secure_mode instead.
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
-        engine = PrivacyEngine(accountant=accountant, secure_mode=noise.secure_mode)
-    generator = None if noise.secure_mode else noise.generator
-    loader = DataLoader(
-        _Rows(real), batch_size=params.expected_batch_size, collate_fn=_identity, generator=generator
-    )
-    module, opt, criterion, dp_loader = engine.make_private(
-        module=disc,
-        optimizer=optimizer,
-        criterion=nn.BCEWithLogitsLoss(),
-        data_loader=loader,
-        noise_multiplier=params.noise_multiplier,
-        max_grad_norm=params.max_grad_norm,
-        poisson_sampling=params.poisson_sampling,
-        grad_sample_mode="ghost",
-        noise_generator=generator,
-    )
-    if abs(dp_loader.sample_rate - params.sample_rate) > 1e-12:
-        raise DPCompatibilityError(
-            f"Opacus samples at rate {dp_loader.sample_rate!r} but the plan assumed {params.sample_rate!r}"
+        dp_opt = DPOptimizerFastGradientClipping(
+            optimizer,
+            noise_multiplier=params.noise_multiplier,
+            max_grad_norm=params.max_grad_norm,
+            expected_batch_size=params.expected_batch_size,
+            loss_reduction="mean",
+            generator=noise.generator,
+            secure_mode=noise.secure_mode,
         )
-    return module, opt, criterion, dp_loader, engine
+    sampler = UniformWithReplacementSampler(
+        num_samples=rows, sample_rate=params.sample_rate, generator=noise.generator
+    )
+    clipper = BookKeepingClipper(disc, max_grad_norm=params.max_grad_norm)
+    return PrivateDiscriminator(disc, clipper, dp_opt, sampler)
 
 
 def train_dp_gan(
@@ -193,52 +177,44 @@ def train_dp_gan(
         d_opt.load_state_dict(state["d_opt"])
         g_opt.load_state_dict(state["g_opt"])
         done = int(state["steps_done"])
-    d_module, d_opt_dp, criterion, dp_loader, engine = make_private_discriminator(
-        disc, d_opt, real, params=params, noise=noise, accountant=ledger.accountant
-    )
-    batches = iter(dp_loader)
+    private = make_private_discriminator(disc, d_opt, len(real), params=params, noise=noise)
+    batches = iter(private.sampler)
     n_fake = params.expected_batch_size
-    start = done
     while done < params.steps:
         if should_stop is not None and should_stop():
             break
         try:
-            (x_real,) = next(batches)
+            indices = next(batches)
         except StopIteration:
-            batches = iter(dp_loader)
-            (x_real,) = next(batches)
+            batches = iter(private.sampler)
+            indices = next(batches)
         # Discriminator: charged before its noisy gradient exists.
         ledger.charge(params.mechanism(steps=1))
         with torch.no_grad():
             x_fake = gen.one_hot_sample(gen.pick(n_fake, rng), rng)
-        x = torch.cat([x_real.to(device), x_fake])
+        x_real = real[torch.as_tensor(indices, dtype=torch.long, device=device)]
+        x = torch.cat([x_real, x_fake])
         y = torch.cat([torch.ones(len(x_real), device=device), torch.zeros(n_fake, device=device)])
-        d_opt_dp.zero_grad(set_to_none=True)
-        with quiet_hooks():
-            loss_d = criterion(d_module(x), y)
-            loss_d.backward()
-        d_opt_dp.step()
+        private.step(x, y)
         # Generator: post-processing of the (now DP) discriminator.
-        d_module.disable_hooks()
         fake = gen.one_hot_sample(gen.pick(n_fake, rng), rng)
+        for p in disc.parameters():
+            p.requires_grad_(False)
         loss_g = adv_weight * nn.functional.binary_cross_entropy_with_logits(
-            d_module(fake), torch.ones(n_fake, device=device)
+            disc(fake), torch.ones(n_fake, device=device)
         )
+        for p in disc.parameters():
+            p.requires_grad_(True)
         if marginal_loss is not None:
             loss_g = loss_g + marginal_loss(gen.probs())
         g_opt.zero_grad(set_to_none=True)
         loss_g.backward()
         g_opt.step()
-        d_module.enable_hooks()
         done += 1
         if on_step is not None:
             on_step(done)
         if on_checkpoint is not None and checkpoint_every and done % checkpoint_every == 0:
             on_checkpoint(_gan_state(disc, d_opt, g_opt, done))
-    # Opacus' own accountant saw every optimizer step; it must agree with our ledger.
-    opacus_steps = sum(steps for _, _, steps in engine.accountant.history)
-    if opacus_steps != done - start:
-        raise RuntimeError(f"Opacus counted {opacus_steps} DP steps but the ledger charged {done - start}")
     return _gan_state(disc, d_opt, g_opt, done)
 
 
