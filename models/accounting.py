@@ -118,7 +118,12 @@ def _merged_history(history: Iterable[tuple[float, float, int]]) -> list[tuple[f
 
 
 def epsilon_of(history: Iterable[tuple[float, float, int]], *, delta: float, accountant: str) -> float:
-    """Epsilon the named accountant gives for ``history`` at ``delta``."""
+    """Epsilon the named accountant gives for ``history`` at ``delta``.
+
+    PRV's numerical discretisation blows up (memory, then errors) at very small noise;
+    where the RDP bound, also a valid upper bound, is already above ``_PRV_MAX_EPSILON``
+    (or PRV fails), the RDP bound is returned instead.
+    """
     merged = _merged_history(history)
     if not merged:
         return 0.0
@@ -126,12 +131,21 @@ def epsilon_of(history: Iterable[tuple[float, float, int]], *, delta: float, acc
     acct.history = merged
     # Opacus' PRV takes log(1 - q) for q = 1 and RDP warns at its largest order; both
     # are harmless edge cases of full-table mechanisms and must not become errors.
-    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         warnings.simplefilter("ignore")
         if accountant == "rdp":
-            alphas = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [128, 256, 512, 1024]
-            return float(acct.get_epsilon(delta, alphas=alphas))
-        return float(acct.get_epsilon(delta))
+            return float(acct.get_epsilon(delta, alphas=_RDP_ORDERS))
+        rdp = epsilon_of(merged, delta=delta, accountant="rdp")
+        if rdp > _PRV_MAX_EPSILON:
+            return rdp
+        try:
+            return min(float(acct.get_epsilon(delta)), rdp)
+        except (RuntimeError, ValueError, FloatingPointError, MemoryError):
+            return rdp
+
+
+_PRV_MAX_EPSILON = 50.0
+_RDP_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [128, 256, 512, 1024]
 
 
 def _history(mechanisms: Iterable[Mechanism]) -> list[tuple[float, float, int]]:

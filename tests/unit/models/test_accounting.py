@@ -111,3 +111,10 @@ def test_charge_off_plan_keeps_room_for_the_rest_of_the_plan():
     ledger.charge(Mechanism(name="a", noise_multiplier=6.0))
     ledger.charge(Mechanism(name="b", noise_multiplier=6.0))
     assert ledger.epsilon_spent() <= 1.0
+
+
+def test_epsilon_of_falls_back_to_rdp_where_prv_cannot_discretise():
+    history = [(1e-4, 1.0, 1)]
+    eps = epsilon_of(history, delta=1e-5, accountant="prv")
+    assert eps == epsilon_of(history, delta=1e-5, accountant="rdp")
+    assert eps > 1e6
