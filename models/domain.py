@@ -137,7 +137,9 @@ def _bucket_of(x: np.ndarray) -> np.ndarray:
 def _bucket_edges(index: int) -> tuple[float, float]:
     signed = index - _N_BUCKETS // 2
     if signed == 0:
-        return -(2.0**_MIN_EXP), 2.0**_MIN_EXP
+        # Values within 2^-10 of zero: the bound is zero itself, so that a non-negative
+        # column keeps a non-negative (and, when wide, log-spaced) grid.
+        return 0.0, 0.0
     low, high = 2.0 ** (abs(signed) - 1 + _MIN_EXP), 2.0 ** (abs(signed) + _MIN_EXP)
     return (low, high) if signed > 0 else (-high, -low)
 
@@ -150,7 +152,8 @@ def _dp_bounds(values: np.ndarray, name: str, sigma: float, ledger: PrivacyLedge
     above = np.flatnonzero(noisy > threshold)
     if len(above) == 0:
         above = np.array([int(np.argmax(noisy))])
-    return _bucket_edges(int(above[0]))[0], _bucket_edges(int(above[-1]))[1]
+    lo, hi = _bucket_edges(int(above[0]))[0], _bucket_edges(int(above[-1]))[1]
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
 
 
 def _grid(lo: float, hi: float, kind: ColumnKind) -> tuple[np.ndarray, bool]:

@@ -198,3 +198,16 @@ def test_identifier_column_is_dropped_with_a_warning():
         synth = Synthesizer(epsilon=1.0, seed=0, **FAST).fit(df)
     assert "patient_id" not in synth.sample(10).columns
     assert synth.certificate["schema"]["dropped"] == ["patient_id"]
+
+
+def test_datetime_and_boolean_columns_roundtrip_their_types():
+    df = make_table(1200, seed=5)
+    df["visit"] = pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(1200) % 300, unit="D")
+    df["flag"] = np.arange(1200) % 3 == 0
+    synth = Synthesizer(epsilon=2.0, seed=0, **FAST).fit(df)
+    syn = synth.sample(500, random_state=0)
+    assert pd.api.types.is_datetime64_any_dtype(syn["visit"])
+    low, high = synth.certificate["schema"]["domains"]["visit"]["bounds"]
+    assert syn["visit"].dropna().between(pd.Timestamp(low, unit="s"), pd.Timestamp(high, unit="s")).all()
+    assert set(syn["flag"].dropna()) <= {True, False}
+    assert synth.certificate["schema"]["domains"]["flag"]["categories_source"] == "public"
