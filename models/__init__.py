@@ -7,6 +7,7 @@ imports nothing from ``workers`` or ``service``.
 from models.errors import (
     BudgetExceededError,
     DPCompatibilityError,
+    DPSynthError,
     FitCancelledError,
     NotFittedError,
     PrivacyParameterError,
@@ -22,6 +23,7 @@ __all__ = [
     "ColumnKind",
     "ColumnSpec",
     "DPCompatibilityError",
+    "DPSynthError",
     "FitCancelledError",
     "NotFittedError",
     "PrivacyParameterError",

@@ -6,31 +6,35 @@ bad value and say how to fix it; the service maps them to HTTP codes in one plac
 """
 
 
-class SchemaError(ValueError):
+class DPSynthError(Exception):
+    """Base of every error the engine raises on purpose (callers catch this one)."""
+
+
+class SchemaError(DPSynthError, ValueError):
     """The schema file or the table does not fit the declared schema."""
 
 
-class PrivacyParameterError(ValueError):
+class PrivacyParameterError(DPSynthError, ValueError):
     """An epsilon, delta or other privacy setting is invalid for this table."""
 
 
-class BudgetExceededError(ValueError):
+class BudgetExceededError(DPSynthError, ValueError):
     """A mechanism would spend more privacy budget than the target allows."""
 
 
-class DPCompatibilityError(ValueError):
+class DPCompatibilityError(DPSynthError, ValueError):
     """A model or training setting would break the DP-SGD accounting."""
 
 
-class SecureModeUnavailableError(RuntimeError):
+class SecureModeUnavailableError(DPSynthError, RuntimeError):
     """``secure_mode=True`` was asked for but no cryptographically secure RNG is installed."""
 
 
-class NotFittedError(RuntimeError):
+class NotFittedError(DPSynthError, RuntimeError):
     """A synthesizer was used before ``fit`` or ``load``."""
 
 
-class FitCancelledError(RuntimeError):
+class FitCancelledError(DPSynthError, RuntimeError):
     """Training stopped because the caller asked for it.
 
     Attributes:

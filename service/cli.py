@@ -14,30 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from models.errors import (
-    BudgetExceededError,
-    DPCompatibilityError,
-    FitCancelledError,
-    NotFittedError,
-    PrivacyParameterError,
-    SchemaError,
-    SecureModeUnavailableError,
-)
+from models.errors import DPSynthError
 from service.tables import TableFormatError
 
-USER_ERRORS = (
-    TableFormatError,
-    SchemaError,
-    PrivacyParameterError,
-    BudgetExceededError,
-    DPCompatibilityError,
-    SecureModeUnavailableError,
-    NotFittedError,
-    FitCancelledError,
-    FileNotFoundError,
-    KeyError,
-    ValueError,
-)
+# Errors caused by the input: one line and exit 2. Anything else is a bug and shows a traceback.
+USER_ERRORS = (DPSynthError, TableFormatError, FileNotFoundError, KeyError, ValueError)
 
 
 def _positive_float(text: str) -> float:

@@ -85,7 +85,9 @@ def test_discover_numeric_zero_inflated_counts_keep_zero_as_the_lower_bound():
     rng = np.random.default_rng(3)
     values = np.where(rng.random(5000) < 0.6, 0, rng.geometric(0.1, 5000))
     spec = ColumnSpec(name="visits", kind=ColumnKind.INTEGER)
-    dom = discover_numeric(spec, pd.Series(values), sigma=2.0, sigma_bounds=2.0, ledger=_ledger(), noise=PrivacyNoise())
+    dom = discover_numeric(
+        spec, pd.Series(values), sigma=2.0, sigma_bounds=2.0, ledger=_ledger(), noise=PrivacyNoise()
+    )
     assert dom.bounds[0] == 0.0
     # Zero gets a cell of its own: no decoded value drifts from 0 to 1, 2 or 3.
     assert dom.cell_edges[0] <= 0 < dom.cell_edges[1] <= 1
