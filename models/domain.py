@@ -33,6 +33,7 @@ _MIN_EXP, _MAX_EXP = -10, 63
 _N_BUCKETS = 2 * (_MAX_EXP - _MIN_EXP + 1) + 1
 _GRID_CELLS = 64  # cells of a numeric grid; more cells only add noise to the CDF
 _MAX_BINS = 24
+_BOUND_THRESHOLD = 4.0  # noise deviations a bounds bucket must clear
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,15 +146,35 @@ def _bucket_edges(index: int) -> tuple[float, float]:
 
 
 def _dp_bounds(values: np.ndarray, name: str, sigma: float, ledger: PrivacyLedger, noise: PrivacyNoise):
+    """Bounds from a noisy histogram over signed powers of two (post-processing below).
+
+    Starting at the fullest bucket, the bounds grow outwards through buckets whose noisy
+    count clears ``_BOUND_THRESHOLD`` noise deviations, across at most one quiet bucket;
+    buckets of magnitude below 1 do not break the walk, so integer data keeps 0 next to 1.
+    An isolated bucket that only noise lifted (one in hundreds of empty buckets) is thus
+    never reached: a single such bucket far away would otherwise stretch the grid to 2^50.
+    """
     counts = np.bincount(_bucket_of(values), minlength=_N_BUCKETS).astype(np.float64)
     noisy = _noisy_histogram(name, counts, sigma, ledger, noise)
-    # A threshold that a bucket holding no row crosses with probability ~1% over all buckets.
-    threshold = sigma * norm.isf(0.01 / _N_BUCKETS)
-    above = np.flatnonzero(noisy > threshold)
-    if len(above) == 0:
-        above = np.array([int(np.argmax(noisy))])
-    lo, hi = _bucket_edges(int(above[0]))[0], _bucket_edges(int(above[-1]))[1]
-    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+    above = noisy > _BOUND_THRESHOLD * sigma
+    start = int(np.argmax(noisy))
+    lo = hi = start
+    for step in (-1, 1):
+        quiet, i = 0, start + step
+        while 0 <= i < _N_BUCKETS and quiet <= 1:
+            if above[i]:
+                lo, hi, quiet = min(lo, i), max(hi, i), 0
+            elif not _fractional(i):
+                quiet += 1
+            i += step
+    low, high = _bucket_edges(lo)[0], _bucket_edges(hi)[1]
+    return (low, high) if high > low else (low, low + 1.0)
+
+
+def _fractional(index: int) -> bool:
+    """Whether a bucket holds magnitudes in [2^-10, 1), which integer data never has."""
+    signed = abs(index - _N_BUCKETS // 2)
+    return 0 < signed <= -_MIN_EXP
 
 
 def _grid(lo: float, hi: float, kind: ColumnKind) -> tuple[np.ndarray, bool]:

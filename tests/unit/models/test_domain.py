@@ -91,3 +91,15 @@ def test_discover_numeric_zero_inflated_counts_keep_zero_as_the_lower_bound():
     assert dom.bounds[0] == 0.0
     # Zero gets a cell of its own: no decoded value drifts from 0 to 1, 2 or 3.
     assert dom.cell_edges[0] <= 0 < dom.cell_edges[1] <= 1
+
+
+def test_dp_bounds_never_jump_to_a_far_bucket_lifted_by_noise():
+    # Small counts, large noise, many fits: an empty bucket far out clears the threshold
+    # now and then; the walk from the mode must never reach it.
+    values = pd.Series(np.random.default_rng(4).integers(1, 9, 800))
+    spec = ColumnSpec(name="family", kind=ColumnKind.INTEGER)
+    for seed in range(200):
+        dom = discover_numeric(
+            spec, values, sigma=40.0, sigma_bounds=40.0, ledger=_ledger(), noise=PrivacyNoise(noise_seed=seed)
+        )
+        assert -4 <= dom.bounds[0] and dom.bounds[1] <= 64, (seed, dom.bounds)
