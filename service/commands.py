@@ -65,7 +65,7 @@ def synthesize(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {"accountant": args.accountant}
     if args.discriminator_share is not None:
         options["discriminator_share"] = args.discriminator_share
-    if getattr(args, "generator_steps", None) is not None:
+    if args.generator_steps is not None:
         options["generator_steps"] = args.generator_steps
     schema: Any = args.schema
     if args.target is not None:
@@ -131,6 +131,7 @@ def demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         accountant="prv",
         discriminator_share=None,
+        generator_steps=None,
         device="auto",
         quiet=False,
     )
