@@ -10,13 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from models.accounting import PrivacyLedger
 from models.config import SynthesizerConfig, check_delta, default_delta
 from models.marginals import UNMEASURED, Marginal
 from models.measure import discover_domains, estimated_rows, measure_marginals
 from models.noise import PrivacyNoise
-from models.plan import make_plan
-from models.schema import ColumnKind, Schema, infer_schema
+from models.plan import make_plan, new_ledger
+from models.schema import Schema, infer_schema
 from models.transform import TableEncoder
 
 
@@ -50,10 +49,7 @@ class IndependentMarginals:
         specs = schema.kept
         delta = self.delta if self.delta is not None else default_delta(len(df))
         check_delta(delta, len(df))
-        selecting = any(s.kind is ColumnKind.CATEGORICAL and s.categories is None for s in specs)
-        self.ledger_ = PrivacyLedger(
-            epsilon=self.epsilon, delta=delta, delta_reserved=delta / 4 if selecting else 0.0
-        )
+        self.ledger_ = new_ledger(specs, config=config, delta=delta)
         plan = make_plan(
             specs, target=None, rows=len(df), config=config, ledger=self.ledger_, with_pairs=False
         )

@@ -34,6 +34,22 @@ class BudgetPlan:
     epsilon_planned: float
 
 
+# Share of delta reserved for partition selection (outside the accountant) when any
+# category set is discovered with DP.
+_SELECTION_DELTA_SHARE = 0.25
+
+
+def new_ledger(specs: list[ColumnSpec], *, config: SynthesizerConfig, delta: float) -> PrivacyLedger:
+    """The ledger of one fit, reserving part of delta when a category set is DP-selected."""
+    selecting = any(s.kind is ColumnKind.CATEGORICAL and s.categories is None for s in specs)
+    return PrivacyLedger(
+        epsilon=config.epsilon,
+        delta=delta,
+        accountant=config.accountant,
+        delta_reserved=delta * _SELECTION_DELTA_SHARE if selecting else 0.0,
+    )
+
+
 def default_pair_share(n_pairs: int) -> float:
     """0.5 up to 60 pairs, then shrinking slowly (0.37 at 171 pairs, a 19-column table)."""
     return 0.5 * min(1.0, 60 / max(n_pairs, 1)) ** 0.3

@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.accounting import PrivacyLedger
 from models.checkpoint import Checkpoint, FitState
 from models.config import SynthesizerConfig
 from models.errors import FitCancelledError
@@ -25,8 +24,8 @@ from models.gan import train_dp_gan
 from models.measure import discover_domains, estimated_rows, measure_marginals
 from models.networks import Generator, seeded_init
 from models.noise import PrivacyNoise
-from models.plan import make_plan
-from models.schema import ColumnKind, ColumnSpec
+from models.plan import make_plan, new_ledger
+from models.schema import ColumnSpec
 from models.transform import TableEncoder
 
 Phase = Literal["measure", "generator", "dp-gan", "done"]
@@ -93,13 +92,7 @@ class FitRun:
         self.progress, self.should_stop = progress, should_stop
         resumed = checkpoint.load()
         if resumed is None:
-            selecting = any(s.kind is ColumnKind.CATEGORICAL and s.categories is None for s in specs)
-            ledger = PrivacyLedger(
-                epsilon=cfg.epsilon,
-                delta=delta,
-                accountant=cfg.accountant,
-                delta_reserved=delta / 4 if selecting else 0.0,
-            )
+            ledger = new_ledger(specs, config=cfg, delta=delta)
             plan = make_plan(specs, target=target, rows=len(df), config=cfg, ledger=ledger)
             self.state = FitState(ledger=ledger, plan=plan)
         else:
