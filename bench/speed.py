@@ -8,6 +8,7 @@ Prints measured numbers only; nothing here is asserted anywhere.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 import warnings
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from models import Synthesizer
 from models.gan import DPSGDParams, make_private_discriminator, sample_rate_for
 from models.networks import Discriminator
 from models.noise import PrivacyNoise
+from models.training import torch_threads
 
 
 def fit_seconds(rows: int, **opts: object) -> tuple[float, Synthesizer]:
@@ -33,16 +35,28 @@ def fit_seconds(rows: int, **opts: object) -> tuple[float, Synthesizer]:
     return time.perf_counter() - start, synth
 
 
-def _time(step: Callable[[], None], steps: int) -> float:
-    for _ in range(20):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - start) / steps
+def _time_interleaved(steps: dict[str, Callable[[], None]], n: int, rounds: int = 15) -> dict[str, float]:
+    """Median seconds per call of each step, timed in alternating rounds of ``n`` calls.
+
+    Alternating rounds spread this machine's background noise evenly over the variants
+    instead of letting it land on whichever ran during a busy moment.
+    """
+    for step in steps.values():
+        for _ in range(20):
+            step()
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            for _ in range(n):
+                step()
+            samples[name].append((time.perf_counter() - start) / n)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def step_times(dim: int, rows: int = 20000, batch: int = 256, steps: int = 300) -> dict[str, float]:
+def step_times(
+    dim: int, rows: int = 20000, batch: int = 256, steps: int = 300, hidden: int = 128
+) -> dict[str, float]:
     """Seconds per discriminator step on the same network and batch, three ways.
 
     plain: PyTorch without DP. dpsynth: the engine's DP-SGD step (Opacus noise and
@@ -54,7 +68,7 @@ def step_times(dim: int, rows: int = 20000, batch: int = 256, steps: int = 300) 
     y = torch.cat([torch.ones(batch), torch.zeros(batch)])
     loss_fn = nn.BCEWithLogitsLoss()
 
-    plain = Discriminator(input_dim=dim, hidden=128)
+    plain = Discriminator(input_dim=dim, hidden=hidden)
     opt = torch.optim.Adam(plain.parameters(), lr=1e-3)
 
     def plain_step() -> None:
@@ -69,7 +83,7 @@ def step_times(dim: int, rows: int = 20000, batch: int = 256, steps: int = 300) 
         sample_rate=sample_rate_for(rows, batch),
         steps=steps,
     )
-    disc = Discriminator(input_dim=dim, hidden=128)
+    disc = Discriminator(input_dim=dim, hidden=hidden)
     private = make_private_discriminator(
         disc,
         torch.optim.Adam(disc.parameters(), lr=1e-3),
@@ -78,7 +92,7 @@ def step_times(dim: int, rows: int = 20000, batch: int = 256, steps: int = 300) 
         noise=PrivacyNoise(noise_seed=0),
     )
 
-    ghost = Discriminator(input_dim=dim, hidden=128)
+    ghost = Discriminator(input_dim=dim, hidden=hidden)
     engine = PrivacyEngine(accountant="prv")
     loader = DataLoader(TensorDataset(torch.zeros(rows, dim)), batch_size=batch)
     g_module, g_opt, g_crit, _ = engine.make_private(
@@ -96,11 +110,10 @@ def step_times(dim: int, rows: int = 20000, batch: int = 256, steps: int = 300) 
         g_crit(g_module(x), y).backward()
         g_opt.step()
 
-    return {
-        "plain": _time(plain_step, steps),
-        "dpsynth": _time(lambda: private.step(x, y), steps),
-        "opacus-ghost": _time(ghost_step, steps),
-    }
+    return _time_interleaved(
+        {"plain": plain_step, "dpsynth": lambda: private.step(x, y), "opacus-ghost": ghost_step},
+        n=steps // 15 + 1,
+    )
 
 
 def main() -> None:
@@ -116,12 +129,16 @@ def main() -> None:
     seconds_gan, _ = fit_seconds(args.rows, discriminator_share=0.2)
     print(f"same with the DP-GAN phase (discriminator_share 0.2, 3 epochs): {seconds_gan:.1f} s")
     dim = synth.encoder_.output_dim
-    times = step_times(dim, rows=args.rows)
-    plain = times["plain"]
-    print(
-        f"discriminator step (input {dim}, hidden 128, 256 real + 256 generated rows): "
-        + ", ".join(f"{k} {v * 1e3:.2f} ms ({v / plain:.2f}x)" for k, v in times.items())
-    )
+    for threads in (1, 2):
+        # 1 thread is what a fit uses by default (cpu_threads=1); 2 is every core here.
+        with torch_threads(threads, torch.device("cpu")):
+            times = step_times(dim, rows=args.rows)
+        plain = times["plain"]
+        print(
+            f"discriminator step ({threads} thread(s); input {dim}, hidden 128 as in the engine, "
+            "256 real + 256 generated rows): "
+            + ", ".join(f"{k} {v * 1e3:.2f} ms ({v / plain:.2f}x)" for k, v in times.items())
+        )
     start = time.perf_counter()
     rows = synth.sample(args.sample_rows, random_state=0)
     seconds = time.perf_counter() - start

@@ -69,11 +69,13 @@ class BookKeepingClipper:
         if set(seen) != set(self.layers):
             raise DPCompatibilityError("every Linear layer must run exactly once before backward")
         grads = torch.autograd.grad(per_sample_loss.sum(), [seen[layer][1] for layer in self.layers])
-        norms2 = torch.zeros(per_sample_loss.shape[0], device=per_sample_loss.device)
-        for layer, g in zip(self.layers, grads, strict=True):
-            a = seen[layer][0]
-            g2 = g.pow(2).sum(1)
-            norms2 = norms2 + g2 * a.pow(2).sum(1) + (g2 if layer.bias is not None else 0.0)
+        norms2 = torch.stack(
+            [
+                (g * g).sum(1) * ((a * a).sum(1) + (1.0 if layer.bias is not None else 0.0))
+                for layer, g in zip(self.layers, grads, strict=True)
+                for a in [seen[layer][0]]
+            ]
+        ).sum(0)
         norms = norms2.sqrt()
         scale = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
         for layer, g in zip(self.layers, grads, strict=True):

@@ -82,6 +82,23 @@ def sample_rate_for(rows: int, expected_batch_size: int) -> float:
     return 1.0 / math.ceil(rows / expected_batch_size)
 
 
+class _OneShotDPOptimizer(DPOptimizerFastGradientClipping):
+    """Opacus' noise-and-scale optimizer for gradients that are already clipped sums.
+
+    Book-keeping clipping produces the whole clipped sum in one backward call, so there is
+    nothing to accumulate: the sum is handed to Opacus' noise step as it is instead of
+    being deep-copied (which Opacus does to support accumulation, at about a quarter of a
+    discriminator step's cost on the CPU).
+    """
+
+    def accumulate(self) -> None:
+        """Use each ``.grad`` (the clipped sum) as the summed gradient, refusing a second call."""
+        for p in self.params:
+            if p.summed_grad is not None:
+                raise DPCompatibilityError("one clipped backward per DP-SGD step; got a second one")
+            p.summed_grad = p.grad
+
+
 @dataclass
 class PrivateDiscriminator:
     """The DP-SGD machinery around one discriminator.
@@ -94,7 +111,7 @@ class PrivateDiscriminator:
 
     module: nn.Module
     clipper: BookKeepingClipper
-    optimizer: DPOptimizerFastGradientClipping
+    optimizer: _OneShotDPOptimizer
     sampler: UniformWithReplacementSampler
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -124,7 +141,7 @@ def make_private_discriminator(
     with warnings.catch_warnings():
         # Opacus warns on every non-secure optimizer; the certificate records secure_mode instead.
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
-        dp_opt = DPOptimizerFastGradientClipping(
+        dp_opt = _OneShotDPOptimizer(
             optimizer,
             noise_multiplier=params.noise_multiplier,
             max_grad_norm=params.max_grad_norm,
