@@ -7,6 +7,7 @@ traceback (``--debug`` shows one for bug reports).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import warnings
@@ -15,10 +16,20 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from models.errors import DPSynthError
+from service.client import ClientError
+from service.core.errors import ServiceError
 from service.tables import TableFormatError
 
 # Errors caused by the input: one line and exit 2. Anything else is a bug and shows a traceback.
-USER_ERRORS = (DPSynthError, TableFormatError, FileNotFoundError, KeyError, ValueError)
+USER_ERRORS = (
+    DPSynthError,
+    TableFormatError,
+    ServiceError,
+    ClientError,
+    FileNotFoundError,
+    KeyError,
+    ValueError,
+)
 
 
 def _positive_float(text: str) -> float:
@@ -89,7 +100,102 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epsilon", type=_positive_float, default=1.0)
     demo.add_argument("--out", default="dpsynth-demo", help="folder for the demo's files")
     demo.add_argument("--seed", type=int, default=0)
+    _add_service_commands(sub)
     return parser
+
+
+def _handler(parser: argparse.ArgumentParser, target: str) -> argparse.ArgumentParser:
+    parser.set_defaults(handler=target)
+    return parser
+
+
+def _add_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url", default=None, help="server URL (default: $DPSYNTH_URL or http://127.0.0.1:8000)"
+    )
+    parser.add_argument("--key", default=None, help="API key (default: $DPSYNTH_API_KEY)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_service_commands(sub: Any) -> None:
+    """The service: serve, worker, migrate, admin, and the client commands."""
+    server = "service.server_commands"
+    client = "service.client_commands"
+    serve = _handler(sub.add_parser("serve", help="run the API and an embedded worker"), f"{server}:serve")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=_positive_int, default=8000)
+    serve.add_argument("--no-worker", action="store_true", help="API only; run workers with dpsynth worker")
+    _handler(sub.add_parser("worker", help="run a training worker"), f"{server}:worker")
+    _handler(sub.add_parser("migrate", help="bring the database to the newest schema"), f"{server}:migrate")
+
+    admin = sub.add_parser("admin", help="bootstrap tenants and API keys").add_subparsers(
+        dest="action", required=True
+    )
+    tenant = _handler(
+        admin.add_parser("create-tenant", help="create a tenant"), f"{server}:admin_create_tenant"
+    )
+    tenant.add_argument("name")
+    key = _handler(admin.add_parser("create-key", help="create an API key"), f"{server}:admin_create_key")
+    key.add_argument("--tenant", required=True, help="tenant name or id")
+    key.add_argument("--role", required=True, choices=["custodian", "analyst", "auditor", "admin"])
+    key.add_argument("--name", default=None, help="a label for the key")
+    _handler(
+        admin.add_parser("new-key", help="print a new DPSYNTH_ENCRYPTION_KEY"), f"{server}:admin_new_key"
+    )
+
+    upload = _handler(sub.add_parser("upload", help="upload a CSV or Parquet table"), f"{client}:upload")
+    upload.add_argument("file")
+    upload.add_argument("--name", default=None, help="display name (default: the file name)")
+    upload.add_argument("--epsilon", type=_positive_float, default=None, help="also set the total budget")
+    upload.add_argument(
+        "--delta", type=_positive_float, default=None, help="total delta (default: power of ten <= 1/(10 n))"
+    )
+    _add_client_options(upload)
+
+    jobs = sub.add_parser("jobs", help="submit, follow and cancel training jobs").add_subparsers(
+        dest="action", required=True
+    )
+    submit = _handler(jobs.add_parser("submit", help="submit a job"), f"{client}:jobs_submit")
+    submit.add_argument("--dataset", required=True)
+    submit.add_argument("--epsilon", type=_positive_float, required=True)
+    submit.add_argument("--delta", type=_positive_float, default=None)
+    submit.add_argument("--rows", type=_positive_int, required=True)
+    submit.add_argument("--seed", type=int, default=None)
+    submit.add_argument("--wait", action="store_true", help="follow the job to its end")
+    submit.add_argument("--interval", type=_positive_float, default=1.0, help="seconds between polls")
+    status = _handler(jobs.add_parser("status", help="show or follow a job"), f"{client}:jobs_status")
+    status.add_argument("job")
+    status.add_argument("--follow", action="store_true", help="progress bar until the job ends")
+    status.add_argument("--interval", type=_positive_float, default=1.0)
+    cancel = _handler(jobs.add_parser("cancel", help="cancel a job"), f"{client}:jobs_cancel")
+    cancel.add_argument("job")
+    for parser in (submit, status, cancel):
+        _add_client_options(parser)
+
+    releases = sub.add_parser("releases", help="download releases").add_subparsers(
+        dest="action", required=True
+    )
+    download = _handler(
+        releases.add_parser("download", help="download a release"), f"{client}:releases_download"
+    )
+    download.add_argument("release")
+    download.add_argument("-o", "--output", required=True, help="output .csv or .parquet")
+    download.add_argument("--format", choices=["csv", "parquet"], default=None)
+    download.add_argument("--certificate", default=None, help="also write the certificate JSON here")
+    _add_client_options(download)
+
+    audit = sub.add_parser("audit", help="export and verify the audit log").add_subparsers(
+        dest="action", required=True
+    )
+    verify = _handler(
+        audit.add_parser("verify", help="verify an exported audit log offline"), f"{server}:audit_verify"
+    )
+    verify.add_argument("file")
+    export = _handler(
+        audit.add_parser("export", help="export the audit log (auditor key)"), f"{client}:audit_export"
+    )
+    export.add_argument("-o", "--output", required=True, help=".jsonl or .csv")
+    _add_client_options(export)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,6 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     warnings.showwarning = _one_line_warning
     try:
+        handler = getattr(args, "handler", None)
+        if handler is not None:
+            module, _, name = handler.partition(":")
+            return int(getattr(importlib.import_module(module), name)(args) or 0)
         from service import commands
 
         return int(getattr(commands, args.command.replace("-", "_"))(args) or 0)

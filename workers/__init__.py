@@ -1,1 +1,5 @@
-"""Celery app and tasks: the only place that runs training jobs (built in a later issue)."""
+"""Celery app and tasks: the only place that runs training jobs.
+
+Workers import ``models`` (the engine) and ``service.core`` (settings, database rows,
+ledger, storage); they never import ``service.api``.
+"""

@@ -1,0 +1,1 @@
+"""The HTTP API: FastAPI app, request/response models, dependencies and routes."""

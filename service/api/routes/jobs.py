@@ -1,0 +1,75 @@
+"""Jobs: submit (reserving budget), list, status with progress, cancel."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+from sqlalchemy import select
+
+from service.api.deps import Custodian, ServicesDep, SessionDep, owned
+from service.api.schemas import JobCreate, JobPublic
+from service.core import audit, jobs, ledger
+from service.core.db import after_commit
+from service.core.orm import Dataset, Job, Release
+from workers.app import TRAIN_TASK
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+def _public(session: SessionDep, job: Job) -> JobPublic:
+    out = JobPublic.model_validate(job)
+    out.release_id = session.scalar(select(Release.id).where(Release.job_id == job.id).limit(1))
+    return out
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic)
+def submit_job(body: JobCreate, services: ServicesDep, session: SessionDep, caller: Custodian) -> JobPublic:
+    """Reserve the budget and queue the job, in one transaction; 409 with what remains if over.
+
+    The message to the workers is sent only after the transaction commits, so a worker
+    never looks for a job that does not exist yet.
+    """
+    owned(session, Dataset, body.dataset_id, caller)
+    options = body.model_dump(include={"seed", "generator_steps"}, exclude_none=True)
+    job = ledger.reserve(
+        session,
+        dataset_id=body.dataset_id,
+        created_by=caller.key_id,
+        epsilon=body.epsilon,
+        delta=body.delta,
+        rows=body.rows,
+        options=options,
+    )
+    audit.append(
+        session,
+        action="job.queued",
+        actor=caller.actor,
+        tenant_id=caller.tenant_id,
+        object_type="job",
+        object_id=job.id,
+        details={"dataset_id": job.dataset_id, "epsilon": job.epsilon, "delta": job.delta, "rows": job.rows},
+    )
+    celery = services.celery
+    after_commit(session, lambda: celery.send_task(TRAIN_TASK, args=[job.id]))
+    return _public(session, job)
+
+
+@router.get("", response_model=list[JobPublic])
+def list_jobs(session: SessionDep, caller: Custodian, dataset_id: str | None = None) -> list[JobPublic]:
+    """The tenant's jobs, newest first (optionally of one dataset)."""
+    query = select(Job).where(Job.tenant_id == caller.tenant_id).order_by(Job.created_at.desc())
+    if dataset_id is not None:
+        query = query.where(Job.dataset_id == dataset_id)
+    return [_public(session, job) for job in session.scalars(query)]
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def get_job(job_id: str, session: SessionDep, caller: Custodian) -> JobPublic:
+    """State, progress (fraction, phase, epoch) and epsilon spent so far."""
+    return _public(session, owned(session, Job, job_id, caller))
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+def cancel_job(job_id: str, session: SessionDep, caller: Custodian) -> JobPublic:
+    """Cancel: a queued job ends uncharged; a running one stops and is charged what it spent."""
+    job = owned(session, Job, job_id, caller, lock=True)
+    return _public(session, jobs.request_cancel(session, job, actor=caller.actor))

@@ -1,0 +1,137 @@
+"""``dpsynth upload|jobs|releases|audit export``: client commands against a running server."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from service.client import Client, ClientError
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(args.url, args.key)
+
+
+def upload(args: argparse.Namespace) -> int:
+    """Upload a table with a progress bar; prints the dataset and its inferred schema."""
+    path = Path(args.file)
+    if not path.is_file():
+        raise FileNotFoundError(f"{args.file!r} does not exist")
+    with (
+        _client(args) as client,
+        tqdm(
+            total=path.stat().st_size,
+            unit="B",
+            unit_scale=True,
+            desc="uploading",
+            file=sys.stderr,
+            disable=args.quiet,
+        ) as bar,
+    ):
+        dataset = client.upload(path, name=args.name, on_bytes=bar.update)
+    print(
+        f"dataset {dataset['id']}: {dataset['row_count']} rows, {len(dataset['schema']['columns'])} columns"
+    )
+    for name, spec in dataset["schema"]["columns"].items():
+        print(f"  {name}: {spec['kind']}")
+    if args.epsilon is not None:
+        with _client(args) as client:
+            budget = client.request(
+                "PUT",
+                f"/datasets/{dataset['id']}/budget",
+                json={"epsilon": args.epsilon, "delta": args.delta},
+            )
+        print(f"budget set: epsilon {budget['epsilon_total']:g}, delta {budget['delta_total']:g}")
+    return 0
+
+
+def jobs_submit(args: argparse.Namespace) -> int:
+    """Submit a job; with --wait, follow it to the end like ``jobs status --follow``."""
+    body = {"dataset_id": args.dataset, "epsilon": args.epsilon, "delta": args.delta, "rows": args.rows}
+    if args.seed is not None:
+        body["seed"] = args.seed
+    with _client(args) as client:
+        job = client.request("POST", "/jobs", json=body)
+    print(f"job {job['id']} queued (reserved epsilon {job['epsilon']:g}, delta {job['delta']:g})")
+    if args.wait:
+        return _follow(args, job["id"])
+    return 0
+
+
+def _follow(args: argparse.Namespace, job_id: str) -> int:
+    with (
+        _client(args) as client,
+        tqdm(total=100, desc="queued", unit="%", file=sys.stderr, disable=args.quiet) as bar,
+    ):
+        while True:
+            job = client.request("GET", f"/jobs/{job_id}")
+            bar.set_description(job["phase"])
+            bar.set_postfix(epsilon=f"{job['epsilon_spent']:.3f}", epoch=f"{job['epoch']:.2f}")
+            bar.update(max(round(job["progress"] * 100) - bar.n, 0))
+            if job["state"] in ("succeeded", "failed", "cancelled"):
+                break
+            time.sleep(args.interval)
+    _print_job(job)
+    return 0 if job["state"] == "succeeded" else 1
+
+
+def _print_job(job: dict) -> None:
+    charged = "" if job["epsilon_charged"] is None else f", charged epsilon {job['epsilon_charged']:.4g}"
+    print(f"job {job['id']}: {job['state']} ({job['progress']:.0%}, {job['phase']}){charged}")
+    if job.get("release_id"):
+        print(f"release {job['release_id']}")
+    if job.get("error"):
+        print(f"error: {job['error']}")
+
+
+def jobs_status(args: argparse.Namespace) -> int:
+    """Show a job, or follow it with a progress bar until it ends."""
+    if args.follow:
+        return _follow(args, args.job)
+    with _client(args) as client:
+        _print_job(client.request("GET", f"/jobs/{args.job}"))
+    return 0
+
+
+def jobs_cancel(args: argparse.Namespace) -> int:
+    """Ask a job to stop; a running job is charged what it spent."""
+    with _client(args) as client:
+        _print_job(client.request("POST", f"/jobs/{args.job}/cancel"))
+    return 0
+
+
+def releases_download(args: argparse.Namespace) -> int:
+    """Download a release's table (and optionally its certificate)."""
+    out = Path(args.output)
+    file_format = args.format or ("parquet" if out.suffix.lower() in (".parquet", ".pq") else "csv")
+    with (
+        _client(args) as client,
+        tqdm(unit="B", unit_scale=True, desc="downloading", file=sys.stderr, disable=args.quiet) as bar,
+    ):
+        size = client.download(
+            f"/releases/{args.release}/download", out, params={"format": file_format}, on_bytes=bar.update
+        )
+        if args.certificate:
+            import json
+
+            cert = client.request("GET", f"/releases/{args.release}/certificate")
+            Path(args.certificate).write_text(json.dumps(cert, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {out} ({size:,} bytes)")
+    return 0
+
+
+def audit_export(args: argparse.Namespace) -> int:
+    """Download the tenant's audit log (auditor key); check it with ``dpsynth audit verify``."""
+    out = Path(args.output)
+    file_format = "csv" if out.suffix.lower() == ".csv" else "jsonl"
+    with _client(args) as client:
+        client.download("/audit/export", out, params={"format": file_format})
+    print(f"wrote {out}")
+    return 0
+
+
+__all__ = ["ClientError"]

@@ -1,0 +1,180 @@
+"""The job state machine on the database row: leases, progress, cancel, settle, reconcile.
+
+The row, not the broker's message, is the source of truth. A worker *claims* a queued
+job with one conditional UPDATE, so a redelivered or duplicated message finds nothing to
+claim and exits. While it trains it renews a lease; when a worker dies the lease runs
+out and ``reconcile`` settles the job. Every state change is audited in the same
+transaction as the change itself.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from service.core import audit
+from service.core.errors import ConflictError
+from service.core.ledger import settle
+from service.core.orm import Job, JobState, Release, utcnow
+
+WORKER_LOST = "the worker stopped renewing its lease (killed or lost)"
+
+
+def _audit_state(session: Session, job: Job, actor: str, **details: Any) -> None:
+    audit.append(
+        session,
+        action=f"job.{job.state}",
+        actor=actor,
+        tenant_id=job.tenant_id,
+        object_type="job",
+        object_id=job.id,
+        details={"dataset_id": job.dataset_id, **details},
+    )
+
+
+def claim(session: Session, job_id: str, *, owner: str, lease_seconds: float) -> Job | None:
+    """Take a queued job for ``owner``; ``None`` when it is not queued (taken, cancelled, gone)."""
+    now = utcnow()
+    taken = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == JobState.queued)
+        .values(
+            state=JobState.running,
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            attempts=Job.attempts + 1,
+            started_at=now,
+            phase="starting",
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if taken.rowcount != 1:
+        return None
+    job = session.get(Job, job_id, populate_existing=True)
+    assert job is not None
+    _audit_state(session, job, f"worker:{owner}", attempt=job.attempts)
+    return job
+
+
+def renew(session: Session, job_id: str, *, owner: str, lease_seconds: float) -> tuple[bool, bool]:
+    """Extend ``owner``'s lease; returns (still ours, cancel requested)."""
+    renewed = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == JobState.running, Job.lease_owner == owner)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    cancel = session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
+    return renewed.rowcount == 1, bool(cancel)
+
+
+def report_progress(
+    session: Session, job_id: str, *, owner: str, progress: float, phase: str, epoch: float, epsilon: float
+) -> bool:
+    """Record progress if ``owner`` still holds the job; returns whether it does."""
+    done = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == JobState.running, Job.lease_owner == owner)
+        .values(progress=progress, phase=phase, epoch=epoch, epsilon_spent=epsilon)
+        .execution_options(synchronize_session=False)
+    )
+    return done.rowcount == 1
+
+
+def _owned(session: Session, job_id: str, owner: str) -> Job:
+    job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one()
+    if job.state != JobState.running or job.lease_owner != owner:
+        raise ConflictError(f"job {job_id} is no longer held by {owner} (state {job.state})")
+    return job
+
+
+def succeed(
+    session: Session,
+    job_id: str,
+    *,
+    owner: str,
+    epsilon: float,
+    model_key: str,
+    release: Release,
+) -> Job:
+    """Settle a finished job with its real spend and record its first release."""
+    job = _owned(session, job_id, owner)
+    settle(job, state=JobState.succeeded, epsilon=epsilon, delta=job.delta)
+    job.progress, job.phase, job.finished_at, job.model_key = 1.0, "done", utcnow(), model_key
+    job.lease_owner = job.lease_expires_at = None
+    session.add(release)
+    session.flush()
+    _audit_state(session, job, f"worker:{owner}", epsilon_charged=job.epsilon_charged)
+    audit.append(
+        session,
+        action="release.created",
+        actor=f"worker:{owner}",
+        tenant_id=job.tenant_id,
+        object_type="release",
+        object_id=release.id,
+        details={"job_id": job.id, "rows": release.rows},
+    )
+    return job
+
+
+def stop(
+    session: Session, job_id: str, *, owner: str, state: JobState, epsilon: float, error: str | None
+) -> Job:
+    """Settle a job that ended early (failed or cancelled) with what it spent."""
+    job = _owned(session, job_id, owner)
+    settle(job, state=state, epsilon=epsilon, delta=job.delta if epsilon > 0 else 0.0)
+    job.finished_at, job.error = utcnow(), error
+    job.lease_owner = job.lease_expires_at = None
+    _audit_state(session, job, f"worker:{owner}", epsilon_charged=job.epsilon_charged, error=error)
+    return job
+
+
+def request_cancel(session: Session, job: Job, *, actor: str) -> Job:
+    """Cancel ``job``: a queued job ends at once, uncharged; a running one is told to stop.
+
+    Raises:
+        ConflictError: the job already ended.
+    """
+    if JobState(job.state).final:
+        raise ConflictError(f"job {job.id} already ended ({job.state})")
+    if job.state == JobState.queued:
+        settle(job, state=JobState.cancelled, epsilon=0.0, delta=0.0)
+        job.finished_at = utcnow()
+        _audit_state(session, job, actor, epsilon_charged=0.0)
+    else:
+        job.cancel_requested = True
+        audit.append(
+            session,
+            action="job.cancel_requested",
+            actor=actor,
+            tenant_id=job.tenant_id,
+            object_type="job",
+            object_id=job.id,
+        )
+    return job
+
+
+def reconcile(session: Session) -> list[str]:
+    """Settle every running job whose lease ran out; returns their ids.
+
+    Such a job's worker died somewhere in training. What it spent cannot be read back
+    from a dead process, so the job is charged its whole reservation (the most it could
+    have spent) and marked failed: a lost job never loses a charge.
+    """
+    now = utcnow()
+    expired = session.scalars(
+        select(Job)
+        .where(Job.state == JobState.running, or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now))
+        .with_for_update(skip_locked=True)
+    ).all()
+    for job in expired:
+        settle(job, state=JobState.failed, epsilon=job.epsilon, delta=job.delta)
+        job.finished_at, job.error = now, WORKER_LOST
+        job.lease_owner = job.lease_expires_at = None
+        _audit_state(
+            session, job, "system:reconciler", epsilon_charged=job.epsilon_charged, error=WORKER_LOST
+        )
+    return [job.id for job in expired]

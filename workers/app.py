@@ -1,0 +1,63 @@
+"""The Celery app, configured from ``Settings``.
+
+The job row is the source of truth, so the broker only carries "look at job X": tasks
+are acknowledged on receipt (no ``acks_late`` redelivery, a known source of duplicate
+long tasks) and a lost message is recovered by the reconciler from the jobs table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from celery import Celery
+from kombu import Queue
+from kombu.transport import sqlalchemy as sql_transport
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from service.core.config import Settings, get_settings
+
+TRAIN_TASK = "dpsynth.train"
+QUEUE = "dpsynth"
+
+
+def create_celery(settings: Settings) -> Celery:
+    """A Celery app for ``settings``' broker (the SQLite-backed default needs no server)."""
+    broker = settings.broker
+    if broker.startswith("sqla+"):
+        # kombu hands every broker_transport_option to create_engine, so the polling
+        # interval of the SQL transport can only be set on the transport class.
+        sql_transport.Transport.polling_interval = settings.broker_poll_seconds
+    app = Celery("dpsynth", broker=broker, include=["workers.tasks"])
+    app.conf.update(
+        task_default_queue=QUEUE,
+        task_queues=[Queue(QUEUE)],
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_acks_late=False,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        broker_transport_options={"visibility_timeout": 12 * 3600} if broker.startswith("redis") else {},
+    )
+    return app
+
+
+def prepare_broker(settings: Settings) -> None:
+    """Make sure an embedded SQLite broker has a directory to live in."""
+    if settings.broker.startswith("sqla+sqlite:///"):
+        Path(settings.broker.removeprefix("sqla+sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+def declare_queue(app: Celery) -> None:
+    """Create the queue once, before several workers start (on the SQL broker they race on its name)."""
+    for _ in range(5):
+        with contextlib.suppress(IntegrityError, OperationalError), app.connection_for_write() as conn:
+            Queue(QUEUE, channel=conn.default_channel).declare()
+            return
+    raise RuntimeError(f"could not declare the broker queue {QUEUE!r} at {app.conf.broker_url}")
+
+
+celery_app = create_celery(get_settings())

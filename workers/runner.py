@@ -1,0 +1,257 @@
+"""One training job, start to finish, as a worker runs it.
+
+Claim the row (a duplicate message finds nothing to claim), renew the lease from a
+heartbeat thread, decrypt the upload, fit the engine with progress and cancellation
+wired to the row, store the model and the first release, then settle the charge in the
+same transaction that marks the job final. Whatever goes wrong, the job ends final and
+charged: exactly what the engine spent when it says so (cancel), nothing when the engine
+refused the input before spending, and the whole reservation otherwise (an unexpected
+error may strike after any charge).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import FitCancelledError, PrivacyParameterError, ProgressEvent, SchemaError, Synthesizer
+from models.quality import evaluate_quality
+from service.core import crypto, jobs
+from service.core.config import Settings
+from service.core.db import transaction
+from service.core.errors import ConflictError
+from service.core.orm import Dataset, Job, JobState, Release, new_id
+from service.core.storage import Storage
+from service.core.uploads import open_raw
+
+log = logging.getLogger(__name__)
+
+HOLDOUT_SHARE = 0.2  # rows kept out of training for the custodian's quality report
+PROGRESS_EVERY = 0.5  # seconds between progress writes
+
+
+def model_key(job_id: str) -> str:
+    """Storage key of a job's model weights."""
+    return f"models/{job_id}/model.pt"
+
+
+def release_key(release_id: str) -> str:
+    """Storage key of a release's table."""
+    return f"releases/{release_id}/table.parquet"
+
+
+class Heartbeat(threading.Thread):
+    """Renews the lease every ``interval`` seconds; notices cancel requests and a lost lease."""
+
+    def __init__(self, sessions: sessionmaker[Session], job_id: str, owner: str, settings: Settings) -> None:
+        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
+        self.sessions, self.job_id, self.owner, self.settings = sessions, job_id, owner, settings
+        self.cancel = threading.Event()
+        self.lost = threading.Event()
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        """Renew until stopped; a failed renewal is retried at the next beat."""
+        while not self._stop_event.wait(self.settings.heartbeat_seconds):
+            try:
+                with transaction(self.sessions) as session:
+                    ours, cancel = jobs.renew(
+                        session, self.job_id, owner=self.owner, lease_seconds=self.settings.lease_seconds
+                    )
+            except Exception:  # the database may be briefly unavailable; the lease has slack
+                log.exception("lease renewal of job %s failed", self.job_id)
+                continue
+            if cancel:
+                self.cancel.set()
+            if not ours:
+                self.lost.set()
+                return
+
+    def stop(self) -> None:
+        """Stop renewing."""
+        self._stop_event.set()
+        self.join(timeout=5)
+
+
+@dataclass
+class JobContext:
+    """What the runner reads from the rows before training."""
+
+    job: Job
+    dataset: Dataset
+
+
+def _load(sessions: sessionmaker[Session], job_id: str) -> JobContext:
+    with transaction(sessions) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        dataset = session.get(Dataset, job.dataset_id)
+        assert dataset is not None
+        return JobContext(job=job, dataset=dataset)
+
+
+def read_dataset(dataset: Dataset, *, storage: Storage, master_key: bytes) -> pd.DataFrame:
+    """Decrypt and parse a dataset's raw upload.
+
+    Raises:
+        ConflictError: the raw data was erased.
+    """
+    if dataset.storage_key is None or dataset.wrapped_key is None:
+        raise ConflictError("the raw data of this dataset was erased")
+    data_key = crypto.unwrap_key(master_key, dataset.wrapped_key, context=dataset.id)
+    with open_raw(storage, dataset.storage_key, data_key, dataset_id=dataset.id) as fh:
+        return pd.read_csv(fh) if dataset.file_format == "csv" else pd.read_parquet(fh)
+
+
+def _split(df: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    holdout_rows = int(len(df) * HOLDOUT_SHARE)
+    if holdout_rows == 0:
+        return df, df.iloc[:0]
+    order = np.random.default_rng(seed).permutation(len(df))
+    return df.iloc[order[holdout_rows:]].reset_index(drop=True), df.iloc[order[:holdout_rows]].reset_index(
+        drop=True
+    )
+
+
+class JobRunner:
+    """Runs jobs for one worker identity (``owner``)."""
+
+    def __init__(
+        self, settings: Settings, sessions: sessionmaker[Session], storage: Storage, owner: str
+    ) -> None:
+        self.settings, self.sessions, self.storage, self.owner = settings, sessions, storage, owner
+
+    def run(self, job_id: str) -> JobState | None:
+        """Run ``job_id`` if it can be claimed; returns its final state (None: not ours to run)."""
+        with transaction(self.sessions) as session:
+            claimed = jobs.claim(session, job_id, owner=self.owner, lease_seconds=self.settings.lease_seconds)
+        if claimed is None:
+            log.info("job %s is not queued (taken, cancelled or unknown); nothing to do", job_id)
+            return None
+        heartbeat = Heartbeat(self.sessions, job_id, self.owner, self.settings)
+        heartbeat.start()
+        try:
+            return self._train(_load(self.sessions, job_id), heartbeat)
+        finally:
+            heartbeat.stop()
+
+    def _progress(self, job_id: str) -> Any:
+        last = [0.0]
+
+        def report(event: ProgressEvent) -> None:
+            now = time.monotonic()
+            if now - last[0] < PROGRESS_EVERY and event.fraction < 1.0:
+                return
+            last[0] = now
+            with transaction(self.sessions) as session:
+                jobs.report_progress(
+                    session,
+                    job_id,
+                    owner=self.owner,
+                    progress=round(event.fraction, 4),
+                    phase=event.phase,
+                    epoch=event.epoch,
+                    epsilon=event.epsilon_spent,
+                )
+
+        return report
+
+    def _train(self, ctx: JobContext, heartbeat: Heartbeat) -> JobState:
+        job, dataset = ctx.job, ctx.dataset
+        seed = int(job.options.get("seed", 0))
+        try:
+            df = read_dataset(dataset, storage=self.storage, master_key=self.settings.master_key())
+            train, holdout = _split(df, seed)
+            extra = {k: job.options[k] for k in ("generator_steps",) if k in job.options}
+            synth = Synthesizer(
+                epsilon=job.epsilon, delta=job.delta, schema=dataset.schema, seed=seed, **extra
+            )
+            synth.fit(
+                train,
+                progress=self._progress(job.id),
+                should_stop=lambda: heartbeat.cancel.is_set() or heartbeat.lost.is_set(),
+                input_sha256=dataset.sha256,
+            )
+            return self._finish(job, dataset, synth, train, holdout)
+        except FitCancelledError as exc:
+            reason = "lease lost" if heartbeat.lost.is_set() else "cancelled by request"
+            return self._stop(job, JobState.cancelled, exc.epsilon_spent, reason)
+        except (SchemaError, PrivacyParameterError, ConflictError) as exc:
+            # The engine checks its input and its whole plan before the first mechanism runs.
+            return self._stop(job, JobState.failed, 0.0, str(exc))
+        except Exception as exc:
+            log.exception("job %s failed", job.id)
+            detail = "".join(traceback.format_exception_only(exc)).strip()
+            return self._stop(job, JobState.failed, job.epsilon, f"internal error: {detail[:500]}")
+
+    def _stop(self, job: Job, state: JobState, epsilon: float, error: str | None) -> JobState:
+        try:
+            with transaction(self.sessions) as session:
+                return jobs.stop(
+                    session, job.id, owner=self.owner, state=state, epsilon=epsilon, error=error
+                ).state
+        except ConflictError:
+            log.warning("job %s was settled elsewhere (lease lost); leaving it as it is", job.id)
+            return JobState.failed
+
+    def _finish(
+        self, job: Job, dataset: Dataset, synth: Synthesizer, train: pd.DataFrame, holdout: pd.DataFrame
+    ) -> JobState:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.pt"
+            synth.save(path)
+            with path.open("rb") as src, self.storage.open_write(model_key(job.id)) as dst:
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+        table = synth.sample(job.rows)
+        release_id = new_id()
+        buffer = io.BytesIO()
+        table.to_parquet(buffer, index=False, row_group_size=100_000)
+        with self.storage.open_write(release_key(release_id)) as dst:
+            dst.write(buffer.getvalue())
+        certificate = dict(synth.certificate)
+        certificate["service"] = {"job_id": job.id, "dataset_id": dataset.id, "release_id": release_id}
+        quality = self._quality(dataset, train, holdout, table)
+        release = Release(
+            id=release_id,
+            tenant_id=job.tenant_id,
+            job_id=job.id,
+            dataset_id=dataset.id,
+            rows=len(table),
+            storage_key=release_key(release_id),
+            certificate=certificate,
+            quality=quality,
+        )
+        spent = float(certificate["epsilon"])
+        with transaction(self.sessions) as session:
+            jobs.succeed(
+                session, job.id, owner=self.owner, epsilon=spent, model_key=model_key(job.id), release=release
+            )
+        return JobState.succeeded
+
+    @staticmethod
+    def _quality(
+        dataset: Dataset, train: pd.DataFrame, holdout: pd.DataFrame, table: pd.DataFrame
+    ) -> dict[str, Any] | None:
+        if holdout.empty or table.empty:
+            return None
+        cols = [c for c in table.columns if c in train.columns]
+        target = dataset.schema.get("target")
+        with contextlib.suppress(ValueError):
+            report = evaluate_quality(
+                train[cols], holdout[cols], table[cols], target=target if target in cols else None
+            )
+            return {**report.to_dict(), "train_rows": len(train), "holdout_rows": len(holdout)}
+        return None
