@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -102,19 +102,23 @@ class Mechanism:
 def _merged_history(history: Iterable[tuple[float, float, int]]) -> list[tuple[float, float, int]]:
     """The same privacy loss with all full-table Gaussian mechanisms merged into one.
 
+    Repeats of one subsampled mechanism are merged into one entry too.
+
     Composing Gaussian mechanisms with noise multipliers s_i is exactly a Gaussian
     mechanism with s = (sum 1/s_i^2)^(-1/2) (their privacy loss distributions are
     Gaussian and their means add), so this only makes the accountant faster.
     """
     inv_var = 0.0
-    rest: list[tuple[float, float, int]] = []
+    # Subsampled mechanisms with the same (sigma, q) compose into one entry with the steps
+    # summed (composition does not depend on order); accountants cost per entry.
+    rest: dict[tuple[float, float], int] = {}
     for sigma, q, steps in history:
         if q == 1.0:
             inv_var += steps / sigma**2
         elif steps:
-            rest.append((sigma, q, steps))
+            rest[(sigma, q)] = rest.get((sigma, q), 0) + steps
     merged = [(inv_var**-0.5, 1.0, 1)] if inv_var else []
-    return merged + rest
+    return merged + [(sigma, q, steps) for (sigma, q), steps in rest.items()]
 
 
 def epsilon_of(history: Iterable[tuple[float, float, int]], *, delta: float, accountant: str) -> float:
@@ -223,7 +227,17 @@ class PrivacyLedger:
                     f"{mechanism.name} would raise the spent epsilon to {total:.6g}, over the "
                     f"target {self.epsilon:.6g}; nothing was run"
                 )
-        self.spent.append(mechanism)
+        last = self.spent[-1] if self.spent else None
+        if last is not None and (last.name, last.noise_multiplier, last.sample_rate, last.details) == (
+            mechanism.name,
+            mechanism.noise_multiplier,
+            mechanism.sample_rate,
+            mechanism.details,
+        ):
+            # One DP-SGD step at a time: keep one record with the steps counted, not thousands.
+            self.spent[-1] = replace(last, steps=last.steps + mechanism.steps)
+        else:
+            self.spent.append(mechanism)
 
     def _steps_spent(self, name: str) -> int:
         return sum(m.steps for m in self.spent if m.name == name)

@@ -152,6 +152,28 @@ def _add_service_commands(sub: Any) -> None:
     )
     _add_client_options(upload)
 
+    datasets = sub.add_parser("datasets", help="list datasets, review schemas, set budgets").add_subparsers(
+        dest="action", required=True
+    )
+    ds_list = _handler(datasets.add_parser("list", help="list datasets"), f"{client}:datasets_list")
+    ds_schema = _handler(
+        datasets.add_parser("schema", help="show or set a schema"), f"{client}:datasets_schema"
+    )
+    ds_schema.add_argument("dataset")
+    ds_schema.add_argument("--set", default=None, help="JSON schema file: kinds, public domains, target")
+    ds_budget = _handler(
+        datasets.add_parser("budget", help="show or set the budget"), f"{client}:datasets_budget"
+    )
+    ds_budget.add_argument("dataset")
+    ds_budget.add_argument("--epsilon", type=_positive_float, default=None, help="set the total epsilon")
+    ds_budget.add_argument("--delta", type=_positive_float, default=None, help="total delta (with --epsilon)")
+    ds_erase = _handler(
+        datasets.add_parser("delete-raw", help="erase the raw upload"), f"{client}:datasets_delete_raw"
+    )
+    ds_erase.add_argument("dataset")
+    for parser in (ds_list, ds_schema, ds_budget, ds_erase):
+        _add_client_options(parser)
+
     jobs = sub.add_parser("jobs", help="submit, follow and cancel training jobs").add_subparsers(
         dest="action", required=True
     )

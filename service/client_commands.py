@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -46,6 +47,57 @@ def upload(args: argparse.Namespace) -> int:
                 json={"epsilon": args.epsilon, "delta": args.delta},
             )
         print(f"budget set: epsilon {budget['epsilon_total']:g}, delta {budget['delta_total']:g}")
+    return 0
+
+
+def datasets_list(args: argparse.Namespace) -> int:
+    """List the tenant's datasets."""
+    with _client(args) as client:
+        for dataset in client.request("GET", "/datasets"):
+            erased = " (raw erased)" if dataset["raw_deleted_at"] else ""
+            print(f"{dataset['id']}  {dataset['name']}  epsilon budget {dataset['epsilon_budget']}{erased}")
+    return 0
+
+
+def datasets_schema(args: argparse.Namespace) -> int:
+    """Print a dataset's schema, or replace it with a JSON schema file (--set)."""
+    with _client(args) as client:
+        if args.set:
+            body = json.loads(Path(args.set).read_text(encoding="utf-8"))
+            schema = client.request("PUT", f"/datasets/{args.dataset}/schema", json=body)
+        else:
+            schema = client.request("GET", f"/datasets/{args.dataset}/schema")
+    print(json.dumps(schema, indent=2))
+    return 0
+
+
+def datasets_budget(args: argparse.Namespace) -> int:
+    """Set a dataset's total budget, or show it and its ledger."""
+    with _client(args) as client:
+        if args.epsilon is not None:
+            client.request(
+                "PUT", f"/datasets/{args.dataset}/budget", json={"epsilon": args.epsilon, "delta": args.delta}
+            )
+        ledger = client.request("GET", f"/datasets/{args.dataset}/ledger")
+    b = ledger["budget"]
+    print(
+        f"budget epsilon {b['epsilon_total']}, delta {b['delta_total']}; charged {b['epsilon_charged']:.4g}, "
+        f"reserved {b['epsilon_reserved']:.4g}, remaining {b['epsilon_remaining']:.4g}"
+    )
+    for line in ledger["lines"]:
+        charged = "-" if line["epsilon_charged"] is None else f"{line['epsilon_charged']:.4g}"
+        print(
+            f"  job {line['job_id']}  {line['state']}  "
+            f"reserved {line['epsilon_reserved']:.4g}  charged {charged}"
+        )
+    return 0
+
+
+def datasets_delete_raw(args: argparse.Namespace) -> int:
+    """Erase a dataset's raw upload (releases and the ledger stay)."""
+    with _client(args) as client:
+        client.request("DELETE", f"/datasets/{args.dataset}/raw")
+    print(f"raw data of {args.dataset} erased")
     return 0
 
 
@@ -116,8 +168,6 @@ def releases_download(args: argparse.Namespace) -> int:
             f"/releases/{args.release}/download", out, params={"format": file_format}, on_bytes=bar.update
         )
         if args.certificate:
-            import json
-
             cert = client.request("GET", f"/releases/{args.release}/certificate")
             Path(args.certificate).write_text(json.dumps(cert, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out} ({size:,} bytes)")

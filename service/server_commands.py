@@ -33,12 +33,16 @@ def serve(args: argparse.Namespace) -> int:
 
     from service.api.main import create_app
     from workers.app import celery_app, declare_queue, prepare_broker
+    from workers.reconciler import Reconciler
 
     settings = get_settings()
     settings.check_production()
     upgrade(settings.database)
     prepare_broker(settings)
     declare_queue(celery_app)
+    # Sweeps expired leases even when no worker is left alive to do it.
+    reconciler = Reconciler(make_sessionmaker(make_engine(settings.database)), settings.reconcile_seconds)
+    reconciler.start()
     worker = None
     if not args.no_worker:
         worker = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=os.environ.copy())
@@ -49,6 +53,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     finally:
+        reconciler.stop()
         if worker is not None:
             worker.send_signal(signal.SIGTERM)
             try:

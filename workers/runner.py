@@ -26,7 +26,14 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import FitCancelledError, PrivacyParameterError, ProgressEvent, SchemaError, Synthesizer
+from models import (
+    FitCancelledError,
+    PrivacyParameterError,
+    ProgressEvent,
+    SchemaError,
+    SecureModeUnavailableError,
+    Synthesizer,
+)
 from models.quality import evaluate_quality
 from service.core import crypto, jobs
 from service.core.config import Settings
@@ -40,6 +47,15 @@ log = logging.getLogger(__name__)
 
 HOLDOUT_SHARE = 0.2  # rows kept out of training for the custodian's quality report
 PROGRESS_EVERY = 0.5  # seconds between progress writes
+# Job options handed to the engine as they are (the API validated them).
+ENGINE_OPTIONS = (
+    "generator_steps",
+    "accountant",
+    "discriminator_share",
+    "dpsgd_epochs",
+    "batch_size",
+    "secure_mode",
+)
 
 
 def model_key(job_id: str) -> str:
@@ -174,7 +190,7 @@ class JobRunner:
         try:
             df = read_dataset(dataset, storage=self.storage, master_key=self.settings.master_key())
             train, holdout = _split(df, seed)
-            extra = {k: job.options[k] for k in ("generator_steps",) if k in job.options}
+            extra = {k: v for k, v in job.options.items() if k in ENGINE_OPTIONS}
             synth = Synthesizer(
                 epsilon=job.epsilon, delta=job.delta, schema=dataset.schema, seed=seed, **extra
             )
@@ -188,7 +204,7 @@ class JobRunner:
         except FitCancelledError as exc:
             reason = "lease lost" if heartbeat.lost.is_set() else "cancelled by request"
             return self._stop(job, JobState.cancelled, exc.epsilon_spent, reason)
-        except (SchemaError, PrivacyParameterError, ConflictError) as exc:
+        except (SchemaError, PrivacyParameterError, SecureModeUnavailableError, ConflictError) as exc:
             # The engine checks its input and its whole plan before the first mechanism runs.
             return self._stop(job, JobState.failed, 0.0, str(exc))
         except Exception as exc:

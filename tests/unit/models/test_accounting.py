@@ -1,8 +1,13 @@
+import warnings
+
 import pytest
+from opacus.accountants import RDPAccountant
 
 from models.accounting import (
+    _RDP_ORDERS,
     Mechanism,
     PrivacyLedger,
+    _merged_history,
     create_accountant,
     epsilon_of,
     register_accountant,
@@ -62,7 +67,22 @@ def test_charge_within_plan_then_refuses_past_target():
         ledger.charge(Mechanism(name="extra", noise_multiplier=0.5))
     assert str(info.value).startswith("extra would raise the spent epsilon to ")
     assert str(info.value).endswith("over the target 1; nothing was run")
-    assert [m.name for m in ledger.spent] == ["dp-sgd"] * 50
+    # The 50 one-step charges are kept as one record of 50 steps.
+    assert [(m.name, m.steps) for m in ledger.spent] == [("dp-sgd", 50)]
+
+
+def test_merged_history_composes_repeats_exactly():
+    repeated = [(1.5, 0.01, 1)] * 40 + [(2.0, 1.0, 1), (1.5, 0.01, 10)]
+    merged = _merged_history(repeated)
+    assert sorted(merged) == [(1.5, 0.01, 50), (2.0, 1.0, 1)]
+    one_by_one = RDPAccountant()
+    for _ in range(50):
+        one_by_one.step(noise_multiplier=1.5, sample_rate=0.01)
+    one_by_one.step(noise_multiplier=2.0, sample_rate=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Opacus warns when the best order is the largest one
+        expected = one_by_one.get_epsilon(1e-5, alphas=_RDP_ORDERS)
+    assert epsilon_of(repeated, delta=1e-5, accountant="rdp") == pytest.approx(expected, rel=1e-9)
 
 
 def test_charge_outside_plan_is_checked_not_trusted():

@@ -1,0 +1,126 @@
+"""The whole flow through real processes: ``dpsynth serve`` (API + embedded worker) and the CLI.
+
+upload -> schema -> budget -> job -> progress -> release download -> audit export -> verify.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from tests.conftest import make_table
+from tests.integration.processes import Server, cli, service_env
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[tuple[dict[str, str], Server]]:
+    env = service_env(tmp_path / "data")
+    cli(env, "admin", "create-tenant", "acme")
+    server = Server(env, log=tmp_path / "serve.log")
+    try:
+        yield env, server
+    finally:
+        server.stop()
+
+
+def test_custodian_flow_by_cli_then_auditor_verifies_the_log(stack, tmp_path: Path):
+    env, server = stack
+    custodian = cli(env, "admin", "create-key", "--tenant", "acme", "--role", "custodian").stdout.strip()
+    auditor = cli(env, "admin", "create-key", "--tenant", "acme", "--role", "auditor").stdout.strip()
+    as_custodian = {**env, "DPSYNTH_API_KEY": custodian}
+
+    table = tmp_path / "patients.csv"
+    make_table(800, seed=3).to_csv(table, index=False)
+    uploaded = cli(as_custodian, "upload", str(table), "--epsilon", "2", "--quiet").stdout
+    dataset_id = uploaded.split()[1].rstrip(":")
+    assert "800 rows, 6 columns" in uploaded
+    assert "region: categorical" in uploaded
+
+    schema = tmp_path / "schema.json"
+    schema.write_text(
+        json.dumps(
+            {
+                "target": "outcome",
+                "columns": {
+                    "age": {"kind": "integer", "bounds": [18, 90], "nullable": False},
+                    "outcome": {"kind": "categorical", "categories": ["no", "yes"], "nullable": False},
+                },
+            }
+        )
+    )
+    reviewed = json.loads(cli(as_custodian, "datasets", "schema", dataset_id, "--set", str(schema)).stdout)
+    assert reviewed["target"] == "outcome"
+    assert reviewed["columns"]["age"] == {"kind": "integer", "bounds": [18.0, 90.0], "nullable": False}
+    assert reviewed["columns"]["income"] == {"kind": "continuous"}
+
+    done = cli(
+        as_custodian, "jobs", "submit", "--dataset", dataset_id, "--epsilon", "1", "--rows", "300",
+        "--seed", "7", "--wait", "--interval", "0.3", "--quiet",
+    )  # fmt: skip
+    assert "succeeded (100%, done)" in done.stdout, done.stdout + done.stderr
+    job_id = done.stdout.split()[1]
+    release_id = next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("release "))
+
+    out, cert = tmp_path / "release.parquet", tmp_path / "cert.json"
+    cli(
+        as_custodian,
+        "releases",
+        "download",
+        release_id,
+        "-o",
+        str(out),
+        "--certificate",
+        str(cert),
+        "--quiet",
+    )
+    released = pd.read_parquet(out)
+    assert len(released) == 300
+    assert list(released.columns) == ["age", "income", "smoker", "region", "children", "outcome"]
+    assert released["age"].between(18, 90).all()  # declared public bounds, not nullable
+    assert set(released["outcome"]) <= {"no", "yes"}
+    certificate = json.loads(cert.read_text())
+    assert 0 < certificate["epsilon"] <= 1.0
+    assert certificate["schema"]["columns"]["age"]["kind_source"] == "declared"
+    assert certificate["service"]["job_id"] == job_id
+
+    budget = cli(as_custodian, "datasets", "budget", dataset_id).stdout
+    assert f"job {job_id}  succeeded" in budget
+    with httpx.Client(base_url=server.url, headers={"X-API-Key": custodian}) as client:
+        ledger = client.get(f"/datasets/{dataset_id}/ledger").json()
+    assert ledger["budget"]["epsilon_charged"] == pytest.approx(certificate["epsilon"])
+    assert ledger["budget"]["epsilon_remaining"] == pytest.approx(2 - certificate["epsilon"])
+
+    as_auditor = {**env, "DPSYNTH_API_KEY": auditor}
+    for suffix in ("jsonl", "csv"):
+        log = tmp_path / f"audit.{suffix}"
+        cli(as_auditor, "audit", "export", "-o", str(log))
+        verified = cli(env, "audit", "verify", str(log))
+        assert verified.stdout.startswith("OK:")
+    actions = [json.loads(line)["action"] for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    for action in ("dataset.upload", "schema.update", "budget.update", "job.queued", "job.running",
+                   "job.succeeded", "release.created", "release.download", "audit.export"):  # fmt: skip
+        assert action in actions
+
+    lines = (tmp_path / "audit.jsonl").read_text().splitlines()
+    tampered = tmp_path / "tampered.jsonl"
+    tampered.write_text("\n".join(lines[:2] + lines[3:]) + "\n")
+    refused = cli(env, "audit", "verify", str(tampered), check=False)
+    assert refused.returncode == 1
+    assert "FAILED" in refused.stdout
+
+
+def test_cli_client_errors_are_one_line(stack, tmp_path: Path):
+    env, _ = stack
+    no_key = cli(env, "jobs", "status", "nope", check=False)
+    assert no_key.returncode == 2
+    assert no_key.stderr.strip() == "dpsynth: error: no API key: pass --key or set DPSYNTH_API_KEY"
+    bad_key = cli(
+        {**env, "DPSYNTH_API_KEY": "dps_0000000000000000_" + "x" * 43}, "jobs", "status", "nope", check=False
+    )
+    assert bad_key.returncode == 2
+    assert bad_key.stderr.strip() == "dpsynth: error: server said 401: invalid or revoked API key"
