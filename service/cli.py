@@ -142,6 +142,10 @@ def _add_service_commands(sub: Any) -> None:
     _handler(
         admin.add_parser("new-key", help="print a new DPSYNTH_ENCRYPTION_KEY"), f"{server}:admin_new_key"
     )
+    _handler(
+        admin.add_parser("bootstrap", help="first run: tenant 'default' and a key per role"),
+        f"{server}:admin_bootstrap",
+    )
 
     upload = _handler(sub.add_parser("upload", help="upload a CSV or Parquet table"), f"{client}:upload")
     upload.add_argument("file")

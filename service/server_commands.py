@@ -141,6 +141,52 @@ def admin_create_key(args: argparse.Namespace) -> int:
     return 0
 
 
+BOOTSTRAP_FILE = "bootstrap-keys.txt"
+
+
+def admin_bootstrap(_args: argparse.Namespace) -> int:
+    """First run only: a tenant "default" with one key per role, printed and kept in data_dir (0600).
+
+    Later runs find the tenant and only say where the keys are.
+    """
+    settings = get_settings()
+    upgrade(settings.database)
+    keys_file = settings.data_dir / BOOTSTRAP_FILE
+    with transaction(make_sessionmaker(make_engine(settings.database))) as session:
+        if session.query(Tenant).first() is not None:
+            print(f"dpsynth: already set up; first-run keys are in {keys_file} (if nobody removed it)")
+            return 0
+        tenant = create_tenant(session, "default")
+        audit.append(
+            session,
+            action="tenant.created",
+            actor="operator",
+            tenant_id=tenant.id,
+            object_type="tenant",
+            object_id=tenant.id,
+        )
+        lines = []
+        for role in Role:
+            key, token = create_key(session, tenant_id=tenant.id, role=role, name=f"first-run {role.value}")
+            audit.append(
+                session,
+                action="key.created",
+                actor="operator",
+                tenant_id=tenant.id,
+                object_type="api_key",
+                object_id=key.id,
+                details={"role": role.value},
+            )
+            lines.append(f"{role.value:10} {token}")
+    fd = os.open(keys_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    print(f"dpsynth: created tenant 'default' with one API key per role (shown once; also in {keys_file}):")
+    for line in lines:
+        print(f"  {line}")
+    return 0
+
+
 def admin_new_key(_args: argparse.Namespace) -> int:
     """Print a fresh value for DPSYNTH_ENCRYPTION_KEY."""
     print(base64.b64encode(os.urandom(32)).decode())
