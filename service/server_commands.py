@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -27,6 +29,12 @@ def migrate(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the parent dies, even by SIGKILL (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def serve(args: argparse.Namespace) -> int:
     """Migrate, start an embedded worker process, then serve the API until interrupted."""
     import uvicorn
@@ -45,7 +53,14 @@ def serve(args: argparse.Namespace) -> int:
     reconciler.start()
     worker = None
     if not args.no_worker:
-        worker = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=os.environ.copy())
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "worker"],
+            env=os.environ.copy(),
+            preexec_fn=_die_with_parent,
+        )
+    # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it runs the
+    # finally below (stopping the worker) instead of killing this process on the spot.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     print(
         f"dpsynth: API on http://{args.host}:{args.port} (docs at /docs), data in {settings.data_dir}",
         flush=True,

@@ -1,0 +1,46 @@
+import base64
+import os
+import stat
+
+import pytest
+from pydantic import ValidationError
+
+from service.api.main import create_app
+from service.core.config import Settings
+
+
+def test_defaults_are_the_embedded_deployment(tmp_path):
+    settings = Settings(data_dir=tmp_path)
+    assert settings.database == f"sqlite:///{tmp_path / 'dpsynth.db'}"
+    assert settings.broker == f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    assert settings.storage == (tmp_path / "storage").as_uri()
+
+
+def test_settings_come_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("DPSYNTH_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DPSYNTH_DATABASE_URL", "postgresql+psycopg://u@h/db")
+    monkeypatch.setenv("DPSYNTH_MAX_UPLOAD_BYTES", "1234")
+    settings = Settings()
+    assert (settings.database, settings.max_upload_bytes) == ("postgresql+psycopg://u@h/db", 1234)
+
+
+def test_missing_key_is_generated_once_owner_only_outside_production(tmp_path):
+    first = Settings(data_dir=tmp_path / "d").master_key()
+    assert len(first) == 32
+    assert Settings(data_dir=tmp_path / "d").master_key() == first
+    assert stat.S_IMODE((tmp_path / "d" / "master.key").stat().st_mode) == 0o600
+
+
+def test_production_refuses_to_start_without_explicit_secrets(tmp_path):
+    settings = Settings(data_dir=tmp_path, production=True)
+    with pytest.raises(RuntimeError, match="DPSYNTH_ENCRYPTION_KEY is not"):
+        settings.master_key()
+    with pytest.raises(RuntimeError, match="ENCRYPTION_KEY, DPSYNTH_DATABASE_URL, DPSYNTH_BROKER_URL"):
+        create_app(settings)
+    assert not (tmp_path / "master.key").exists()
+
+
+@pytest.mark.parametrize("value", ["not base64!", base64.b64encode(os.urandom(16)).decode()])
+def test_bad_encryption_key_is_refused(value):
+    with pytest.raises(ValidationError, match="DPSYNTH_ENCRYPTION_KEY"):
+        Settings(encryption_key=value)
