@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 from service.core import audit
+from service.core.audit_verify import verify_file
 from service.core.config import get_settings
 from service.core.db import make_engine, make_sessionmaker, transaction
 from service.core.errors import InvalidRequestError
@@ -210,7 +211,7 @@ def admin_new_key(_args: argparse.Namespace) -> int:
 
 def audit_verify(args: argparse.Namespace) -> int:
     """Check an exported audit log offline; exit 1 if anything was edited, deleted or reordered."""
-    result = audit.verify_file(args.file)
+    result = verify_file(args.file)
     if result.ok:
         print(f"OK: {result.events} events, chain intact; head hash {result.head_hash}")
         return 0

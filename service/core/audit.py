@@ -1,4 +1,6 @@
-"""The append-only, hash-chained audit log: append, export (JSONL, CSV) and verify.
+"""The append-only, hash-chained audit log: tables, append and export (JSONL, CSV).
+
+Verification lives in ``audit_verify.py``.
 
 Every event is hashed into two chains over the same record (:func:`event_record`, every
 field but the two hashes, so it covers both prev hashes)::
@@ -17,7 +19,7 @@ writers), so all appends are serialized and the tenant head behind it needs no l
 Limits: verification finds any edited, deleted, inserted or reordered event, but not
 events cut off the end of an export, since nothing after them is left to disagree.
 Compare ``VerifyResult.head_hash`` with :func:`head_hash` from the database or with a
-published head (issue 7 adds signed heads). In the database itself, :func:`verify_chain`
+published head (issue 7 adds signed heads). In the database itself, ``audit_verify.verify_chain``
 also checks the head rows, which catches a truncated table unless the heads were
 rewritten too.
 """
@@ -28,10 +30,8 @@ import csv
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, TextIO
 
 from sqlalchemy import Index, Integer, String, Text, select
 from sqlalchemy.exc import IntegrityError
@@ -47,12 +47,10 @@ ROW_FIELDS = (
     "prev_hash", "hash", "tenant_seq", "tenant_prev_hash", "tenant_hash",
 )  # fmt: skip
 RECORD_FIELDS = tuple(f for f in ROW_FIELDS if f not in ("hash", "tenant_hash"))
-_NULLABLE = ("tenant_id", "object_type", "object_id")
-_INTS = ("seq", "tenant_seq")
-_TYPES = dict.fromkeys(ROW_FIELDS, str) | dict.fromkeys(_INTS, int) | {"details": dict}
+NULLABLE_FIELDS = ("tenant_id", "object_type", "object_id")
+INT_FIELDS = ("seq", "tenant_seq")
 # Spreadsheets run cells starting with these as formulas; "'" is included so escaping is invertible.
 _FORMULA_STARTS = frozenset("=+-@\t\r'")
-_MAX_PROBLEMS = 50
 _BATCH = 500
 
 
@@ -87,25 +85,6 @@ class AuditHead(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
-@dataclass
-class VerifyResult:
-    """The outcome of a verification.
-
-    Attributes:
-        ok: True when no problem was found.
-        events: How many events were read.
-        problems: Plain-words problems in file order, the first one first (at most 50 listed).
-        head_hash: The hash of the last event on the verified chain; None for no events.
-        chain: The chain verified: ``GLOBAL_CHAIN`` or a :func:`tenant_chain` name.
-    """
-
-    ok: bool
-    events: int
-    problems: list[str]
-    head_hash: str | None
-    chain: str = GLOBAL_CHAIN
-
-
 def canonical_json(obj: Any) -> str:
     """The one JSON text of ``obj`` that is hashed: sorted keys, no spaces, no NaN."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -125,7 +104,8 @@ def event_record(event: AuditEvent | Mapping[str, Any]) -> dict[str, Any]:
     return {name: event[name] for name in RECORD_FIELDS}
 
 
-def _digest(prev_hash: str, record_json: str) -> str:
+def chain_hash(prev_hash: str, record_json: str) -> str:
+    """The hash of an event: SHA-256 of the previous hash and the event's canonical record."""
     return hashlib.sha256((prev_hash + record_json).encode("utf-8")).hexdigest()
 
 
@@ -188,8 +168,8 @@ def append(
         tenant_prev_hash=tenant.hash,
     )
     record_json = canonical_json(event_record(event))
-    event.hash = _digest(glob.hash, record_json)
-    event.tenant_hash = _digest(tenant.hash, record_json)
+    event.hash = chain_hash(glob.hash, record_json)
+    event.tenant_hash = chain_hash(tenant.hash, record_json)
     session.add(event)
     glob.seq, glob.hash = event.seq, event.hash
     tenant.seq, tenant.hash = event.tenant_seq, event.tenant_hash
@@ -203,14 +183,16 @@ def head_hash(session: Session, chain: str = GLOBAL_CHAIN) -> str | None:
     return head.hash if head is not None and head.seq > 0 else None
 
 
-def _events(session: Session, tenant_id: str | None) -> Iterator[AuditEvent]:
+def events_in_order(session: Session, tenant_id: str | None) -> Iterator[AuditEvent]:
+    """Every event (or one tenant's) by seq, loaded in batches."""
     stmt = select(AuditEvent).order_by(AuditEvent.seq)
     if tenant_id is not None:
         stmt = stmt.where(AuditEvent.tenant_id == tenant_id)
     yield from session.scalars(stmt, execution_options={"yield_per": _BATCH})
 
 
-def _row(event: AuditEvent) -> dict[str, Any]:  # an event as exported: its record and both hashes
+def exported_row(event: AuditEvent) -> dict[str, Any]:
+    """An event as exported: its record and both hashes."""
     return event_record(event) | {"hash": event.hash, "tenant_hash": event.tenant_hash}
 
 
@@ -221,8 +203,8 @@ def export_jsonl(session: Session, out: TextIO, *, tenant_id: str | None = None)
     only that tenant's events (verifies on its tenant chain).
     """
     count = 0
-    for event in _events(session, tenant_id):
-        out.write(canonical_json(_row(event)) + "\n")
+    for event in events_in_order(session, tenant_id):
+        out.write(canonical_json(exported_row(event)) + "\n")
         count += 1
     return count
 
@@ -231,189 +213,20 @@ def _escape(cell: str) -> str:
     return "'" + cell if cell and cell[0] in _FORMULA_STARTS else cell
 
 
-def _unescape(cell: str) -> str:
-    return cell[1:] if cell.startswith("'") else cell
-
-
 def export_csv(session: Session, out: TextIO, *, tenant_id: str | None = None) -> int:
     """Write events as CSV with a header row (open ``out`` with ``newline=""``); returns how many.
 
     Formula injection: a cell starting with ``=``, ``+``, ``-``, ``@``, tab, carriage
     return or ``'`` gets one leading ``'``, so spreadsheets show it as text. Every cell that
-    starts with ``'`` was escaped, so :func:`verify_file` strips exactly one ``'`` from
+    starts with ``'`` was escaped, so ``audit_verify.verify_file`` strips exactly one ``'`` from
     such cells and the hashes still verify. None is written as an empty cell and details
     as canonical JSON. ``tenant_id`` filters as in :func:`export_jsonl`.
     """
     writer = csv.writer(out)
     writer.writerow(ROW_FIELDS)
     count = 0
-    for event in _events(session, tenant_id):
+    for event in events_in_order(session, tenant_id):
         cells = (getattr(event, name) for name in ROW_FIELDS)  # details are stored as canonical JSON
         writer.writerow([_escape("" if cell is None else str(cell)) for cell in cells])
         count += 1
     return count
-
-
-@dataclass
-class _Checker:
-    """Walks rows in order, checking links on the global or on the tenant chain, and every hash."""
-
-    check_global: bool
-    events: int = 0
-    problems: list[str] = field(default_factory=list)
-    head: str | None = None
-    chain: str | None = None
-    ends: dict[str, tuple[int, str]] = field(default_factory=dict)  # chain -> last (seq, hash)
-
-    def problem(self, where: str, text: str) -> None:
-        if len(self.problems) <= _MAX_PROBLEMS:  # a file of garbage must not fill memory
-            text = f"{where}: {text}" if where else text
-            self.problems.append(text if len(self.problems) < _MAX_PROBLEMS else "and more problems")
-
-    def feed(self, where: str, row: dict[str, Any] | str) -> None:
-        """Check the next event; ``row`` is a problem text where the reader found no event."""
-        if isinstance(row, str):
-            self.problem(where, row)
-            return
-        if (shape_problem := _shape_problem(row)) is not None:
-            self.problem(where, shape_problem)
-            return
-        where = f"{where}, seq {row['seq']}" if where else f"seq {row['seq']}"
-        chain = tenant_chain(row["tenant_id"])
-        self.chain = self.chain or chain
-        links = [("tenant_", chain)]
-        if self.check_global:
-            links.insert(0, ("", GLOBAL_CHAIN))
-        elif chain != self.chain:
-            self.problem(where, f"belongs to {chain!r}, but this tenant export is of {self.chain!r}")
-        text = self._link_problem(row, links) or self._hash_problem(row)
-        if text:
-            self.problem(where, text)
-        self.advance(row)
-
-    def advance(self, row: Mapping[str, Any]) -> None:
-        """Go on from this event's own seqs and hashes, so that each break is reported once."""
-        self.events += 1
-        self.ends[GLOBAL_CHAIN] = (row["seq"], row["hash"])
-        self.ends[tenant_chain(row["tenant_id"])] = (row["tenant_seq"], row["tenant_hash"])
-        self.head = row["hash"] if self.check_global else row["tenant_hash"]
-
-    def _link_problem(self, row: dict[str, Any], links: list[tuple[str, str]]) -> str | None:
-        for prefix, name in links:
-            last_seq, last_hash = self.ends.get(name, (0, GENESIS_HASH))
-            if row[prefix + "seq"] != last_seq + 1:
-                return (
-                    f"{prefix}seq {row[prefix + 'seq']} where {last_seq + 1} was expected: "
-                    "an event was deleted, inserted or moved here"
-                )
-            if row[prefix + "prev_hash"] != last_hash:
-                return f"{prefix}prev_hash is not the hash of the event before it: the chain is broken here"
-        return None
-
-    def _hash_problem(self, row: dict[str, Any]) -> str | None:
-        try:
-            record_json = canonical_json(event_record(row))
-        except ValueError:
-            return "details hold NaN or infinity, which no event can: the event was edited"
-        for prefix in ("", "tenant_"):
-            if _digest(row[prefix + "prev_hash"], record_json) != row[prefix + "hash"]:
-                return f"{prefix}hash does not match the event's content: the event was edited"
-        return None
-
-    def result(self) -> VerifyResult:
-        chain = GLOBAL_CHAIN if self.check_global else self.chain or GLOBAL_CHAIN
-        return VerifyResult(not self.problems, self.events, self.problems, self.head, chain)
-
-
-def _shape_problem(row: dict[str, Any]) -> str | None:
-    if set(row) != set(ROW_FIELDS):
-        return "is not an audit event: its fields are not " + ", ".join(ROW_FIELDS)
-    for name, value in row.items():
-        if not (isinstance(value, _TYPES[name]) and not isinstance(value, bool)) and not (
-            value is None and name in _NULLABLE
-        ):
-            return f"field {name} has a value of the wrong type: {value!r}"
-    return None
-
-
-def _read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any] | str]]:
-    with path.open(encoding="utf-8", errors="replace") as lines:  # bad bytes fail the hash check
-        for number, line in enumerate(lines, 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    row = None
-                yield f"line {number}", row if isinstance(row, dict) else "is not a JSON object"
-
-
-def _read_csv(path: Path) -> Iterator[tuple[str, dict[str, Any] | str]]:
-    with path.open(encoding="utf-8", errors="replace", newline="") as file:
-        reader = csv.reader(file)
-        if (header := next(reader, None)) is None:
-            return
-        if tuple(header) != ROW_FIELDS:
-            yield "line 1", "the header is not " + ",".join(ROW_FIELDS)
-            return
-        for cells in reader:
-            where = f"line {reader.line_num}"
-            if len(cells) != len(ROW_FIELDS):
-                yield where, f"has {len(cells)} cells where {len(ROW_FIELDS)} were expected"
-                continue
-            row: dict[str, Any] = dict(zip(ROW_FIELDS, map(_unescape, cells), strict=True))
-            try:
-                row.update({name: int(row[name]) for name in _INTS}, details=json.loads(row["details"]))
-            except ValueError:
-                yield where, "has a seq that is not a number or details that are not JSON"
-                continue
-            yield where, row | {name: row[name] or None for name in _NULLABLE}
-
-
-def verify_file(path: str | Path, *, mode: Literal["auto", "global", "tenant"] = "auto") -> VerifyResult:
-    """Verify an export from :func:`export_jsonl` or :func:`export_csv`; needs no database.
-
-    The format comes from the suffix (``.csv``, ``.jsonl``), else from the first character.
-    ``mode="auto"`` verifies a file holding one tenant's events on that tenant chain and
-    any other file on the global chain; pass ``mode`` to insist on one. Events cut off the
-    end cannot be detected here: compare ``head_hash`` with the database's or a published head.
-    """
-    path = Path(path)
-    if path.suffix.lower() == ".csv":
-        read = _read_csv
-    elif path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        read = _read_jsonl
-    else:
-        with path.open(encoding="utf-8", errors="replace") as file:
-            read = _read_jsonl if file.read(4096).lstrip().startswith("{") else _read_csv
-    if mode == "auto":
-        tenants = {repr(row.get("tenant_id")) for _, row in read(path) if isinstance(row, dict)}
-        mode = "tenant" if len(tenants) == 1 else "global"
-    checker = _Checker(check_global=mode == "global")
-    for where, row in read(path):
-        checker.feed(where, row)
-    return checker.result()
-
-
-def verify_chain(session: Session) -> VerifyResult:
-    """Verify every chain in the database, and that each ``audit_head`` row matches its chain's end."""
-    checker = _Checker(check_global=True)
-    for event in _events(session, None):
-        try:
-            row = _row(event)
-        except ValueError:  # details that json.loads refuses
-            checker.problem(f"seq {event.seq}", "details are not JSON: the event was edited")
-            checker.advance({name: getattr(event, name) for name in ROW_FIELDS if name != "details"})
-        else:
-            checker.feed("", row)
-    ends = dict(checker.ends)
-    for head in session.scalars(select(AuditHead).execution_options(populate_existing=True)):
-        last_seq, last_hash = ends.pop(head.chain, (0, GENESIS_HASH))
-        if (head.seq, head.hash) != (last_seq, last_hash):
-            ends_at = f"the chain ends at seq {last_seq}" + (" with another hash" * (last_seq == head.seq))
-            checker.problem(
-                f"head of {head.chain!r}",
-                f"says seq {head.seq} but {ends_at}: events were removed or altered",
-            )
-    for chain in ends:
-        checker.problem(f"chain {chain!r}", "has events but no head row")
-    return checker.result()

@@ -26,9 +26,8 @@ from service.core.audit import (
     export_jsonl,
     head_hash,
     tenant_chain,
-    verify_chain,
-    verify_file,
 )
+from service.core.audit_verify import VerifyResult, verify_chain, verify_file
 from service.core.db import Base, make_engine, make_sessionmaker, transaction
 
 FORMATS = ["jsonl", "csv"]
@@ -194,10 +193,10 @@ def test_verify_chain_detects_a_truncated_table(populated: sessionmaker[Session]
 
 def test_verify_empty(factory: sessionmaker[Session], tmp_path: Path) -> None:
     with transaction(factory) as session:
-        assert verify_chain(session) == audit.VerifyResult(True, 0, [], None)
+        assert verify_chain(session) == VerifyResult(True, 0, [], None)
         assert head_hash(session) is None
     for fmt in FORMATS:
-        assert verify_file(_export(factory, tmp_path / f"empty.{fmt}")) == audit.VerifyResult(
+        assert verify_file(_export(factory, tmp_path / f"empty.{fmt}")) == VerifyResult(
             True, 0, [], None
         )
 
@@ -207,8 +206,8 @@ def test_export_verifies(populated: sessionmaker[Session], tmp_path: Path, fmt: 
     full = verify_file(_export(populated, tmp_path / f"all.{fmt}"))
     acme = verify_file(_export(populated, tmp_path / f"acme.{fmt}", tenant_id="acme"))
     with transaction(populated) as session:
-        assert full == audit.VerifyResult(True, 10, [], head_hash(session), "global")
-        assert acme == audit.VerifyResult(True, 5, [], head_hash(session, "tenant:acme"), "tenant:acme")
+        assert full == VerifyResult(True, 10, [], head_hash(session), "global")
+        assert acme == VerifyResult(True, 5, [], head_hash(session, "tenant:acme"), "tenant:acme")
     # A tenant export is a subsequence of the global chain, so it cannot verify on it.
     as_global = verify_file(tmp_path / f"acme.{fmt}", mode="global")
     assert not as_global.ok and "seq 2 where 1 was expected" in as_global.problems[0]
@@ -377,7 +376,7 @@ def test_concurrent_appends_keep_one_gapless_chain(factory: sessionmaker[Session
         for tenant in ("t0", "t1", "t2"):
             seqs = [e.tenant_seq for e in events if e.tenant_id == tenant]
             assert seqs == list(range(1, len(seqs) + 1))
-        assert verify_chain(session) == audit.VerifyResult(True, 200, [], events[-1].hash)
+        assert verify_chain(session) == VerifyResult(True, 200, [], events[-1].hash)
 
 
 @pytest.fixture(scope="module")
