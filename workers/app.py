@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from service.core.config import Settings, get_settings
 
 TRAIN_TASK = "dpsynth.train"
+SAMPLE_TASK = "dpsynth.sample"
 QUEUE = "dpsynth"
 
 

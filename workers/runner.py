@@ -40,6 +40,7 @@ from service.core.config import Settings
 from service.core.db import transaction
 from service.core.errors import ConflictError
 from service.core.orm import Dataset, Job, JobState, Release, new_id
+from service.core.releases import release_key
 from service.core.storage import Storage
 from service.core.uploads import open_raw
 
@@ -63,9 +64,12 @@ def model_key(job_id: str) -> str:
     return f"models/{job_id}/model.pt"
 
 
-def release_key(release_id: str) -> str:
-    """Storage key of a release's table."""
-    return f"releases/{release_id}/table.parquet"
+def write_release(storage: Storage, key: str, table: pd.DataFrame) -> None:
+    """Store a release's table as Parquet (row groups keep CSV downloads streaming)."""
+    buffer = io.BytesIO()
+    table.to_parquet(buffer, index=False, row_group_size=100_000)
+    with storage.open_write(key) as dst:
+        dst.write(buffer.getvalue())
 
 
 class Heartbeat(threading.Thread):
@@ -231,14 +235,16 @@ class JobRunner:
             with path.open("rb") as src, self.storage.open_write(model_key(job.id)) as dst:
                 while chunk := src.read(1 << 20):
                     dst.write(chunk)
-        table = synth.sample(job.rows)
         release_id = new_id()
-        buffer = io.BytesIO()
-        table.to_parquet(buffer, index=False, row_group_size=100_000)
-        with self.storage.open_write(release_key(release_id)) as dst:
-            dst.write(buffer.getvalue())
+        table = synth.sample(job.rows)
+        write_release(self.storage, release_key(release_id), table)
         certificate = dict(synth.certificate)
-        certificate["service"] = {"job_id": job.id, "dataset_id": dataset.id, "release_id": release_id}
+        certificate["service"] = {
+            "job_id": job.id,
+            "dataset_id": dataset.id,
+            "release_id": release_id,
+            "sample_seed": synth.config.seed,
+        }
         quality = self._quality(dataset, train, holdout, table)
         release = Release(
             id=release_id,

@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.core.config import get_settings
 from service.core.db import make_engine, make_sessionmaker
 from service.core.storage import Storage
-from workers.app import TRAIN_TASK, celery_app
+from workers.app import SAMPLE_TASK, TRAIN_TASK, celery_app
 from workers.runner import JobRunner
+from workers.sampling import sample_release
 
 
 @functools.cache
@@ -35,3 +36,10 @@ def train(job_id: str) -> str | None:
     runner = JobRunner(settings, _sessions(), Storage(settings.storage), worker_identity())
     state = runner.run(job_id)
     return None if state is None else state.value
+
+
+@celery_app.task(name=SAMPLE_TASK, ignore_result=True, acks_late=False)
+def sample(release_id: str) -> str:
+    """Draw a pending release from its job's stored model; a duplicate finds it no longer pending."""
+    settings = get_settings()
+    return sample_release(_sessions(), Storage(settings.storage), release_id, owner=worker_identity())

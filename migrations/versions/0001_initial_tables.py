@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 15:09:58.829179
+Create Date: 2026-11-23 15:36:04.864366
 """
 
 from __future__ import annotations
@@ -154,6 +154,8 @@ def upgrade() -> None:
         sa.Column("storage_key", sa.String(length=200), nullable=False),
         sa.Column("certificate", sa.JSON(), nullable=False),
         sa.Column("quality", sa.JSON(), nullable=True),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("error", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["dataset_id"], ["datasets.id"], name=op.f("fk_releases_dataset_id_datasets")

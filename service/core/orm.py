@@ -145,7 +145,8 @@ class Job(Base):
 class Release(Base):
     """A synthetic table drawn from a finished job's model, with its certificate.
 
-    ``quality`` is computed against raw data: custodian-only.
+    ``quality`` is computed against raw data: custodian-only. A release drawn later from
+    the stored model starts ``pending`` until a worker has written its table.
     """
 
     __tablename__ = "releases"
@@ -158,4 +159,6 @@ class Release(Base):
     storage_key: Mapped[str] = mapped_column(String(200))
     certificate: Mapped[dict[str, Any]] = mapped_column(JSON)
     quality: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    state: Mapped[str] = mapped_column(String(16), default="ready")
+    error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
