@@ -15,6 +15,7 @@ matters and is stated in every budget statement.
 from __future__ import annotations
 
 import math
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,6 +176,8 @@ def reserve(
             epsilon_remaining=budget.epsilon_remaining,
             delta_remaining=budget.delta_remaining,
         )
+    # A seed for everything but the privacy noise, recorded so the release can be re-derived.
+    options = {"seed": secrets.randbelow(2**31), **options}
     job = Job(
         tenant_id=dataset.tenant_id,
         dataset_id=dataset.id,
