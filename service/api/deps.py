@@ -7,6 +7,7 @@ to the caller's tenant (another tenant's object is a 404, so ids cannot be probe
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
@@ -48,7 +49,11 @@ def get_session(services: ServicesDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the transaction commits (and its after-commit callbacks run) before the
+# response is sent, so a client never sees a 2xx for a write that is not committed yet, and a
+# failed commit is reported as an error. FastAPI's default for yield dependencies is to exit
+# only after the response has gone out.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,15 @@ LedgerReader = Annotated[Principal, Depends(require(Role.custodian, Role.auditor
 
 T = TypeVar("T")
 
+# Object ids are uuid4 hex (API key ids 16 hex digits); anything else cannot name an object,
+# and is not sent to the database (PostgreSQL refuses NUL characters with an error).
+_OBJECT_ID = re.compile(r"[0-9a-f]{1,64}")
+
+
+def is_object_id(value: str) -> bool:
+    """Whether ``value`` has the shape of an object id."""
+    return _OBJECT_ID.fullmatch(value) is not None
+
 
 def owned(session: Session, model: type[T], object_id: str, caller: Principal, *, lock: bool = False) -> T:
     """``model`` row ``object_id`` if it is in the caller's tenant.
@@ -125,6 +139,8 @@ def owned(session: Session, model: type[T], object_id: str, caller: Principal, *
     Raises:
         NotFoundError: missing or another tenant's (indistinguishable on purpose).
     """
+    if not is_object_id(object_id):
+        raise NotFoundError(f"no {model.__name__.lower()} {object_id!r}")
     query: Any = session.query(model).filter(model.id == object_id)  # type: ignore[attr-defined]
     if lock:
         query = query.with_for_update()

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import math
+from typing import Any
+
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from service.core.crypto import DecryptionError
@@ -30,6 +36,30 @@ STATUS: list[tuple[type[Exception], int]] = [
 ]
 
 
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON that can quote back anything a client sent.
+
+    The default rendering fails (a 500) on a lone surrogate, which ``json.loads`` accepts
+    from a request body as an escaped surrogate, and on NaN or infinity (``NaN``,
+    ``Infinity``): non-ASCII is escaped here and non-finite numbers are quoted as text.
+    """
+
+    def render(self, content: Any) -> bytes:
+        """The content as ASCII JSON."""
+        text = json.dumps(_finite(content), ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+        return text.encode()
+
+
 def _status(exc: Exception) -> int:
     for cls, status in STATUS:
         if isinstance(exc, cls):
@@ -44,7 +74,13 @@ async def service_error(_request: Request, exc: Exception) -> JSONResponse:
         body["epsilon_remaining"] = exc.epsilon_remaining
         body["delta_remaining"] = exc.delta_remaining
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationError) else None
-    return JSONResponse(body, status_code=_status(exc), headers=headers)
+    return SafeJSONResponse(body, status_code=_status(exc), headers=headers)
+
+
+async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 for a request that does not fit the schema, rendered safely."""
+    assert isinstance(exc, RequestValidationError)
+    return SafeJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
 
 
 async def decryption_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -56,3 +92,4 @@ def install(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(DecryptionError, decryption_error)
+    app.add_exception_handler(RequestValidationError, validation_error)

@@ -6,12 +6,44 @@ file hash) appear only in the custodian's view of a dataset.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from service.core.orm import JobState, Role
+
+# Display names: no control characters (they end up in logs, CSV exports and terminals).
+NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+# The smallest total delta: far smaller ones underflow to 0 in the ledger (a tenth, then log10).
+MIN_DELTA = 1e-300
+
+
+def _as_utc(value: datetime) -> datetime:
+    # SQLite keeps no time zone: every stored time is UTC, so say so on the way out.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+UTCDateTime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+def _check_json_values(value: Any, where: str) -> None:
+    """Refuse what JSON storage and responses cannot hold: NaN, infinities, lone surrogates."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}: numbers must be finite, got {value!r}")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{where}: text must be valid Unicode (no lone surrogates)") from None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_json_values(key, where)
+            _check_json_values(item, f"{where}.{key}")
+    if isinstance(value, list):
+        for item in value:
+            _check_json_values(item, where)
 
 
 class _Out(BaseModel):
@@ -37,7 +69,7 @@ class BudgetUpdate(BaseModel):
     epsilon: float = Field(gt=0, allow_inf_nan=False, description="total epsilon over all releases")
     delta: float | None = Field(
         default=None,
-        gt=0,
+        ge=MIN_DELTA,
         lt=1,
         description="total delta over all releases; default a power of ten <= 1/(10 n)",
     )
@@ -49,8 +81,8 @@ class DatasetPublic(_Out):
     id: str
     name: str
     file_format: str
-    created_at: datetime
-    raw_deleted_at: datetime | None
+    created_at: UTCDateTime
+    raw_deleted_at: UTCDateTime | None
     epsilon_budget: float | None
     delta_budget: float | None
 
@@ -74,6 +106,12 @@ class SchemaUpdate(BaseModel):
     columns: dict[str, dict[str, Any]]
     target: str | None = None
 
+    @field_validator("columns")
+    @classmethod
+    def _json_values(cls, columns: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        _check_json_values(columns, "columns")
+        return columns
+
 
 class JobCreate(BaseModel):
     """A training job on one dataset."""
@@ -86,6 +124,13 @@ class JobCreate(BaseModel):
     rows: int = Field(gt=0, le=100_000_000, description="rows in the first release")
     seed: int | None = Field(default=None, ge=0, description="seeds everything except the privacy noise")
     generator_steps: int | None = Field(default=None, gt=0, le=100_000, description="advanced")
+    accountant: Literal["prv", "rdp"] | None = Field(default=None, description="default prv")
+    discriminator_share: float | None = Field(
+        default=None, ge=0, lt=1, description="share of epsilon for the DP-SGD discriminator (DP-GAN phase)"
+    )
+    dpsgd_epochs: float | None = Field(default=None, gt=0, le=1000, description="discriminator passes")
+    batch_size: int | None = Field(default=None, gt=0, le=65_536, description="expected Poisson batch size")
+    secure_mode: bool | None = Field(default=None, description="privacy noise from a CSPRNG (torchcsprng)")
 
 
 class JobPublic(_Out):
@@ -106,9 +151,9 @@ class JobPublic(_Out):
     cancel_requested: bool
     attempts: int
     error: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UTCDateTime
+    started_at: UTCDateTime | None
+    finished_at: UTCDateTime | None
     release_id: str | None = None
 
 
@@ -119,7 +164,7 @@ class ReleasePublic(_Out):
     job_id: str
     dataset_id: str
     rows: int
-    created_at: datetime
+    created_at: UTCDateTime
     epsilon: float
     delta: float
 
@@ -133,8 +178,8 @@ class LedgerLine(BaseModel):
     delta_reserved: float
     epsilon_charged: float | None
     delta_charged: float | None
-    created_at: datetime
-    finished_at: datetime | None
+    created_at: UTCDateTime
+    finished_at: UTCDateTime | None
     release_ids: list[str]
 
 
@@ -150,7 +195,7 @@ class KeyCreate(BaseModel):
     """A new API key in the caller's tenant."""
 
     role: Role
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
 
 
 class KeyPublic(_Out):
@@ -159,8 +204,8 @@ class KeyPublic(_Out):
     id: str
     role: Role
     name: str
-    created_at: datetime
-    revoked_at: datetime | None
+    created_at: UTCDateTime
+    revoked_at: UTCDateTime | None
 
 
 class KeyCreated(KeyPublic):

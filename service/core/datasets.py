@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.errors import SchemaError
-from models.schema import Schema
+from models.schema import ColumnKind, Schema
 from service.core import audit
 from service.core.errors import ConflictError, InvalidRequestError
 from service.core.orm import Dataset, Job, JobState, utcnow
@@ -65,6 +65,8 @@ def update_schema(session: Session, dataset: Dataset, raw: dict[str, Any], *, ac
         schema = Schema.from_json(raw)
     except SchemaError as exc:
         raise InvalidRequestError(str(exc)) from None
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. datetime bounds that are no dates
+        raise InvalidRequestError(f"the schema is not valid: {exc}") from None
     known = list(dataset.inferred_schema["columns"])
     problems = [
         f"column {name!r} is not in the dataset (columns: {known})"
@@ -77,6 +79,11 @@ def update_schema(session: Session, dataset: Dataset, raw: dict[str, Any], *, ac
         raise InvalidRequestError("; ".join(problems))
     merged = {name: dict(spec) for name, spec in dataset.inferred_schema["columns"].items()}
     merged.update(schema.to_dict()["columns"])
+    if schema.target is not None and ColumnKind(merged[schema.target]["kind"]).is_dropped:
+        raise InvalidRequestError(
+            f"target {schema.target!r} is an identifier or free-text column, which is never synthesized; "
+            "declare another kind for it or choose another target"
+        )
     dataset.schema = {"target": schema.target, "columns": merged}
     audit.append(
         session,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -104,6 +105,7 @@ async def store_upload(
         )
     except BaseException:
         storage.delete(key)
+        storage.delete_prefix(f"datasets/{dataset_id}")  # and the folder, so no trace is left
         raise
     return StoredUpload(
         storage_key=key,
@@ -123,8 +125,34 @@ def _check_names(names: list[str]) -> None:
         raise UploadRejectedError("a column has an empty name; give every column a header")
 
 
+def _check_types(schema: pa.Schema, file_format: FileFormat) -> None:
+    for field in schema:
+        kind = field.type
+        if pa.types.is_dictionary(kind):
+            kind = kind.value_type
+        if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind):
+            if file_format == "csv":
+                raise UploadRejectedError(
+                    f"column {field.name!r} is not UTF-8 text; re-save the file as UTF-8 CSV"
+                )
+            raise UploadRejectedError(
+                f"column {field.name!r} holds raw bytes ({kind}); only numbers, text, booleans and dates "
+                "can be synthesized"
+            )
+        if pa.types.is_nested(kind):
+            raise UploadRejectedError(
+                f"column {field.name!r} holds nested values ({kind}); flatten it into plain columns"
+            )
+
+
+# Parser messages quote the offending row or value; the service never echoes raw data.
+_QUOTED_DATA = (re.compile(r"(got \d+ ?):.*$"), re.compile(r"(invalid value)\b.*$"))
+
+
 def _reason(exc: Exception) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    for pattern in _QUOTED_DATA:
+        text = pattern.sub(r"\1", text)
     return text[:300]
 
 
@@ -152,6 +180,8 @@ def inspect_table(
             reason = _reason(exc)
             if "utf8" in reason.lower() or "utf-8" in reason.lower():
                 raise UploadRejectedError("the file is not UTF-8 text; re-save it as UTF-8 CSV") from None
+            if "Empty CSV file" in reason:  # pyarrow's words for a lone line without a newline
+                raise UploadRejectedError("the table has no data rows") from None
             raise UploadRejectedError(f"the file is not a readable {file_format} table: {reason}") from None
     if rows == 0 or sample.num_columns == 0:
         raise UploadRejectedError("the table has no data rows")
@@ -166,20 +196,30 @@ def inspect_table(
 
 
 def _scan_csv(fh: IO[bytes]) -> tuple[int, pa.Table]:
-    reader = pacsv.open_csv(fh, read_options=pacsv.ReadOptions(block_size=_BLOCK))
-    _check_names(reader.schema.names)
-    rows, head = 0, []
-    for batch in reader:
-        if rows < INFER_ROWS:
-            head.append(batch.slice(0, INFER_ROWS - rows))
-        rows += batch.num_rows
-    sample = pa.Table.from_batches(head, schema=reader.schema)
-    return rows, sample
+    """Count rows reading every cell as text, then take the typed sample from the first rows.
+
+    Types are inferred from the first block only, so a column of numbers that turns to text
+    further down is a valid table, not a conversion error; every cell must be UTF-8.
+    """
+    options = pacsv.ReadOptions(block_size=_BLOCK)
+    names = pacsv.open_csv(fh, read_options=options).schema.names
+    _check_names(names)
+    fh.seek(0)
+    as_text = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()))
+    rows = sum(batch.num_rows for batch in pacsv.open_csv(fh, read_options=options, convert_options=as_text))
+    fh.seek(0)
+    typed = pacsv.open_csv(fh, read_options=options)  # types come from the first block
+    _check_types(typed.schema, "csv")
+    first = next(iter(typed), None)  # only that block: a later one may not fit its types
+    head = [first.slice(0, INFER_ROWS)] if first is not None else []
+    return rows, pa.Table.from_batches(head, schema=typed.schema)
 
 
 def _scan_parquet(fh: IO[bytes]) -> tuple[int, pa.Table]:
     pf = pq.ParquetFile(fh)
     _check_names(pf.schema_arrow.names)
+    _check_types(pf.schema_arrow, "parquet")
     rows = pf.metadata.num_rows
-    sample = pf.read_row_group(0) if pf.num_row_groups else pf.schema_arrow.empty_table()
-    return rows, sample.slice(0, INFER_ROWS)
+    first = next(pf.iter_batches(batch_size=INFER_ROWS), None)  # one batch, not a whole row group
+    sample = pa.Table.from_batches([first]) if first is not None else pf.schema_arrow.empty_table()
+    return rows, sample

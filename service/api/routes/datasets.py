@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Query, Request, status
+from fastapi import APIRouter, Query, Request, status
 from sqlalchemy import select
 
 from service.api.deps import Custodian, LedgerReader, ServicesDep, SessionDep, owned
 from service.api.schemas import (
+    NAME_PATTERN,
     BudgetPublic,
     BudgetUpdate,
     DatasetCustodian,
@@ -19,12 +21,14 @@ from service.api.schemas import (
     TableFormat,
 )
 from service.core import audit, datasets, ledger
-from service.core.db import transaction
+from service.core.db import after_commit, transaction
 from service.core.errors import InvalidRequestError, PayloadTooLargeError
 from service.core.orm import Dataset, Job, Release, Role, new_id
+from service.core.storage import Storage
 from service.core.uploads import store_upload
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
+log = logging.getLogger(__name__)
 
 _TYPES = {"text/csv": "csv", "application/vnd.apache.parquet": "parquet", "application/x-parquet": "parquet"}
 
@@ -35,12 +39,30 @@ def _custodian_view(session: SessionDep, dataset: Dataset) -> DatasetCustodian:
     return view
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetCustodian)
+# The body is read as a stream, not declared as a parameter, so the OpenAPI says what it is here.
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "the table itself: UTF-8 CSV with a header row, or a Parquet file",
+        "content": {
+            "text/csv": {"schema": {"type": "string"}},
+            "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=DatasetCustodian, openapi_extra=_UPLOAD_BODY
+)
 async def upload_dataset(
     request: Request,
     services: ServicesDep,
     caller: Custodian,
-    name: Annotated[str, Query(min_length=1, max_length=200, description="a display name")],
+    name: Annotated[
+        str,
+        Query(min_length=1, max_length=200, pattern=NAME_PATTERN, description="a display name"),
+    ],
     format: Annotated[
         TableFormat | None, Query(description="csv or parquet; default from Content-Type")
     ] = None,
@@ -170,17 +192,23 @@ def get_ledger(dataset_id: str, session: SessionDep, caller: LedgerReader) -> Le
     )
 
 
+def _delete_file(storage: Storage, key: str) -> None:
+    # The key is already destroyed, so a file left behind is unreadable; say so, don't fail.
+    try:
+        storage.delete(key)
+    except Exception:
+        log.exception("could not delete %s after erasing its key; the file is unreadable", key)
+
+
 @router.delete("/{dataset_id}/raw", response_model=DatasetPublic)
-def delete_raw(
-    dataset_id: str,
-    session: SessionDep,
-    services: ServicesDep,
-    caller: Custodian,
-    background: BackgroundTasks,
-) -> Dataset:
-    """Erase the raw upload (key and file); releases, certificates and the ledger stay."""
+def delete_raw(dataset_id: str, session: SessionDep, services: ServicesDep, caller: Custodian) -> Dataset:
+    """Erase the raw upload (key and file); releases, certificates and the ledger stay.
+
+    The file is deleted once the erase has committed and before the response is sent.
+    """
     dataset = owned(session, Dataset, dataset_id, caller, lock=True)
     key = datasets.erase_raw(session, dataset, actor=caller.actor)
     if key is not None:
-        background.add_task(services.storage.delete, key)  # runs after the commit
+        storage = services.storage
+        after_commit(session, lambda: _delete_file(storage, key))
     return dataset

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
+from celery import Celery
 from fastapi import APIRouter, status
 from sqlalchemy import select
 
-from service.api.deps import Custodian, ServicesDep, SessionDep, owned
+from service.api.deps import Custodian, ServicesDep, SessionDep, is_object_id, owned
 from service.api.schemas import JobCreate, JobPublic
 from service.core import audit, jobs, ledger
 from service.core.db import after_commit
@@ -13,6 +16,7 @@ from service.core.orm import Dataset, Job, Release
 from workers.app import TRAIN_TASK
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+log = logging.getLogger(__name__)
 
 
 def _public(session: SessionDep, job: Job) -> JobPublic:
@@ -29,7 +33,7 @@ def submit_job(body: JobCreate, services: ServicesDep, session: SessionDep, call
     never looks for a job that does not exist yet.
     """
     owned(session, Dataset, body.dataset_id, caller)
-    options = body.model_dump(include={"seed", "generator_steps"}, exclude_none=True)
+    options = body.model_dump(exclude={"dataset_id", "epsilon", "delta", "rows"}, exclude_none=True)
     job = ledger.reserve(
         session,
         dataset_id=body.dataset_id,
@@ -49,8 +53,18 @@ def submit_job(body: JobCreate, services: ServicesDep, session: SessionDep, call
         details={"dataset_id": job.dataset_id, "epsilon": job.epsilon, "delta": job.delta, "rows": job.rows},
     )
     celery = services.celery
-    after_commit(session, lambda: celery.send_task(TRAIN_TASK, args=[job.id]))
+    after_commit(session, lambda: _publish(celery, job.id))
     return _public(session, job)
+
+
+def _publish(celery: Celery, job_id: str) -> None:
+    # The job is committed by now, so the answer is 201 either way: a failed send is logged
+    # and the job stays queued (cancelling it frees its reservation), never a 500 that would
+    # make the client submit, and reserve, again.
+    try:
+        celery.send_task(TRAIN_TASK, args=[job_id])
+    except Exception:
+        log.exception("job %s is queued but its message could not be sent to the workers", job_id)
 
 
 @router.get("", response_model=list[JobPublic])
@@ -58,6 +72,8 @@ def list_jobs(session: SessionDep, caller: Custodian, dataset_id: str | None = N
     """The tenant's jobs, newest first (optionally of one dataset)."""
     query = select(Job).where(Job.tenant_id == caller.tenant_id).order_by(Job.created_at.desc())
     if dataset_id is not None:
+        if not is_object_id(dataset_id):
+            return []
         query = query.where(Job.dataset_id == dataset_id)
     return [_public(session, job) for job in session.scalars(query)]
 

@@ -56,10 +56,22 @@ def get_release(release_id: str, session: SessionDep, caller: ReleaseReader) -> 
     return _public(release, job)
 
 
+# Facts about the raw upload that a certificate may carry for the custodian: a hash of the raw
+# file is not DP (it confirms or refutes any guess of the whole table), so others never see it.
+_CUSTODIAN_ONLY = ("input_sha256",)
+
+
 @router.get("/{release_id}/certificate")
 def get_certificate(release_id: str, session: SessionDep, caller: ReleaseReader) -> dict[str, Any]:
-    """The privacy certificate: epsilon, delta, accountant, every mechanism and its share."""
-    return owned(session, Release, release_id, caller).certificate
+    """The privacy certificate: epsilon, delta, accountant, every mechanism and its share.
+
+    Only the custodian sees the hash of the raw input it was computed from.
+    """
+    certificate = dict(owned(session, Release, release_id, caller).certificate)
+    if caller.role is not Role.custodian:
+        for name in _CUSTODIAN_ONLY:
+            certificate.pop(name, None)
+    return certificate
 
 
 @router.get("/{release_id}/quality")
