@@ -196,9 +196,7 @@ def test_verify_empty(factory: sessionmaker[Session], tmp_path: Path) -> None:
         assert verify_chain(session) == VerifyResult(True, 0, [], None)
         assert head_hash(session) is None
     for fmt in FORMATS:
-        assert verify_file(_export(factory, tmp_path / f"empty.{fmt}")) == VerifyResult(
-            True, 0, [], None
-        )
+        assert verify_file(_export(factory, tmp_path / f"empty.{fmt}")) == VerifyResult(True, 0, [], None)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
