@@ -198,9 +198,18 @@ def _add_service_commands(sub: Any) -> None:
     for parser in (submit, status, cancel):
         _add_client_options(parser)
 
-    releases = sub.add_parser("releases", help="download releases").add_subparsers(
+    releases = sub.add_parser("releases", help="draw and download releases").add_subparsers(
         dest="action", required=True
     )
+    create = _handler(
+        releases.add_parser("create", help="draw another table from a job's model (no budget)"),
+        f"{client}:releases_create",
+    )
+    create.add_argument("job")
+    create.add_argument("--rows", type=_positive_int, required=True)
+    create.add_argument("--wait", action="store_true", help="wait until the table is written")
+    create.add_argument("--interval", type=_positive_float, default=1.0)
+    _add_client_options(create)
     download = _handler(
         releases.add_parser("download", help="download a release"), f"{client}:releases_download"
     )

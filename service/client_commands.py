@@ -156,6 +156,17 @@ def jobs_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def releases_create(args: argparse.Namespace) -> int:
+    """Draw another table from a succeeded job's model (no budget); --wait until it is ready."""
+    with _client(args) as client:
+        release = client.request("POST", f"/jobs/{args.job}/releases", json={"rows": args.rows})
+        while args.wait and release["state"] == "pending":
+            time.sleep(args.interval)
+            release = client.request("GET", f"/releases/{release['id']}")
+    print(f"release {release['id']}: {release['state']}, {release['rows']} rows")
+    return 0 if release["state"] != "failed" else 1
+
+
 def releases_download(args: argparse.Namespace) -> int:
     """Download a release's table (and optionally its certificate)."""
     out = Path(args.output)

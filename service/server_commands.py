@@ -50,7 +50,12 @@ def serve(args: argparse.Namespace) -> int:
     prepare_broker(settings)
     declare_queue(celery_app)
     # Sweeps expired leases even when no worker is left alive to do it.
-    reconciler = Reconciler(make_sessionmaker(make_engine(settings.database)), settings.reconcile_seconds)
+    reconciler = Reconciler(
+        make_sessionmaker(make_engine(settings.database)),
+        settings.reconcile_seconds,
+        celery_app,
+        settings.resend_seconds,
+    )
     reconciler.start()
     worker = None
     if not args.no_worker:
@@ -90,7 +95,7 @@ def worker(args: argparse.Namespace) -> int:
     sessions = make_sessionmaker(make_engine(settings.database))
     prepare_broker(settings)
     declare_queue(celery_app)
-    reconciler = Reconciler(sessions, settings.reconcile_seconds)
+    reconciler = Reconciler(sessions, settings.reconcile_seconds, celery_app, settings.resend_seconds)
     reconciler.start()
     try:
         celery_app.worker_main(

@@ -5,36 +5,56 @@ from __future__ import annotations
 import logging
 import threading
 
+from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.core import jobs
 from service.core.db import transaction
+from workers.app import SAMPLE_TASK, TRAIN_TASK
 
 log = logging.getLogger(__name__)
 
 
-def reconcile_once(sessions: sessionmaker[Session]) -> list[str]:
-    """Settle every expired lease now; returns the job ids."""
+def reconcile_once(
+    sessions: sessionmaker[Session], celery: Celery | None = None, *, resend_after: float = 600.0
+) -> list[str]:
+    """Settle every expired lease now (returns those job ids); re-send messages that may be lost."""
     with transaction(sessions) as session:
         settled = jobs.reconcile(session)
     for job_id in settled:
         log.warning("job %s: %s; marked failed and charged its reservation", job_id, jobs.WORKER_LOST)
+    if celery is not None:
+        with transaction(sessions) as session:
+            queued, pending = jobs.stale_messages(session, older_than=resend_after)
+        for task, ids in ((TRAIN_TASK, queued), (SAMPLE_TASK, pending)):
+            for object_id in ids:
+                log.warning(
+                    "%s %s waited %.0f s unclaimed; sending its message again", task, object_id, resend_after
+                )
+                celery.send_task(task, args=[object_id])
     return settled
 
 
 class Reconciler(threading.Thread):
     """Runs ``reconcile_once`` every ``interval`` seconds until stopped."""
 
-    def __init__(self, sessions: sessionmaker[Session], interval: float) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        interval: float,
+        celery: Celery | None = None,
+        resend_after: float = 600.0,
+    ) -> None:
         super().__init__(name="reconciler", daemon=True)
         self.sessions, self.interval = sessions, interval
+        self.celery, self.resend_after = celery, resend_after
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         """Sweep until stopped; a failed sweep is logged and retried."""
         while not self._stop_event.wait(self.interval):
             try:
-                reconcile_once(self.sessions)
+                reconcile_once(self.sessions, self.celery, resend_after=self.resend_after)
             except Exception:
                 log.exception("reconcile sweep failed")
 

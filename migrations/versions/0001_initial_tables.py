@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 15:36:04.864366
+Create Date: 2026-11-23 15:48:26.210445
 """
 
 from __future__ import annotations
@@ -132,6 +132,7 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("model_key", sa.String(length=200), nullable=True),
+        sa.Column("resent_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
@@ -156,6 +157,7 @@ def upgrade() -> None:
         sa.Column("quality", sa.JSON(), nullable=True),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("resent_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["dataset_id"], ["datasets.id"], name=op.f("fk_releases_dataset_id_datasets")

@@ -167,6 +167,13 @@ class ReleasePublic(_Out):
     created_at: UTCDateTime
     epsilon: float
     delta: float
+    state: Literal["pending", "ready", "failed"] = "ready"
+
+
+class ReleaseCreate(BaseModel):
+    """Another table drawn from a succeeded job's model: post-processing, no budget."""
+
+    rows: int = Field(gt=0, le=100_000_000, description="rows to draw")
 
 
 class LedgerLine(BaseModel):

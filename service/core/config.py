@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=60.0, gt=0, description="a job's lease; renewed by heartbeats")
     heartbeat_seconds: float = Field(default=10.0, gt=0, description="how often a training worker renews")
     reconcile_seconds: float = Field(default=30.0, gt=0, description="how often expired leases are swept")
+    resend_seconds: float = Field(
+        default=600.0, gt=0, description="re-send a queued job's message after this long unclaimed"
+    )
     worker_concurrency: int = Field(default=1, gt=0, description="training processes per worker")
     broker_poll_seconds: float = Field(default=0.5, gt=0, description="polling interval of the SQL broker")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.core import audit
@@ -178,3 +178,27 @@ def reconcile(session: Session) -> list[str]:
             session, job, "system:reconciler", epsilon_charged=job.epsilon_charged, error=WORKER_LOST
         )
     return [job.id for job in expired]
+
+
+def stale_messages(session: Session, *, older_than: float) -> tuple[list[str], list[str]]:
+    """Ids of queued jobs and pending releases unclaimed for ``older_than`` seconds, marked re-sent.
+
+    "Unclaimed" counts from creation or from the last re-send.
+
+    Their message may be lost (the serverless brokers drop a message whose worker was
+    killed after receiving it), so the caller sends it again. A duplicate is harmless: a
+    job is claimed once, and a release is written once.
+    """
+    now = utcnow()
+    cutoff = now - timedelta(seconds=older_than)
+    found: list[list[str]] = []
+    for model, waiting in ((Job, Job.state == JobState.queued), (Release, Release.state == "pending")):
+        rows = session.scalars(
+            select(model)
+            .where(waiting, func.coalesce(model.resent_at, model.created_at) < cutoff)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for row in rows:
+            row.resent_at = now
+        found.append([row.id for row in rows])
+    return found[0], found[1]

@@ -137,6 +137,8 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     model_key: Mapped[str | None] = mapped_column(String(200), default=None)
+    # When the reconciler last re-sent the job's message (serverless brokers can lose one).
+    resent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
@@ -161,4 +163,5 @@ class Release(Base):
     quality: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     state: Mapped[str] = mapped_column(String(16), default="ready")
     error: Mapped[str | None] = mapped_column(Text, default=None)
+    resent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -54,6 +54,7 @@ def make_release(service: LiveService, client: httpx.Client, dataset_id: str, *,
         dataset = session.get(Dataset, dataset_id)
         assert job is not None and dataset is not None
         ledger.settle(job, state=JobState.succeeded, epsilon=epsilon, delta=job.delta)
+        job.model_key = f"models/{job_id}/model.pt"
         certificate = {
             "epsilon": epsilon,
             "delta": job.delta,
@@ -109,6 +110,13 @@ class World:
             )
         assert response.status_code == 201, response.text
         return response.json()["id"]
+
+    def succeeded_job(self) -> str:
+        """The job behind the fixture's release (succeeded, with a model to sample from)."""
+        with self.service.sessions() as session:
+            release = session.get(Release, self.ids["release_id"])
+            assert release is not None
+            return release.job_id
 
     def fresh_key(self) -> str:
         return key_id(self.service.key(ANALYST))
@@ -213,6 +221,9 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("GET", "/jobs"): Entry({CUSTODIAN: 200}),
     ("GET", "/jobs/{job_id}"): Entry({CUSTODIAN: 200}),
     ("POST", "/jobs/{job_id}/cancel"): Entry({CUSTODIAN: 200}, fresh={"job_id": World.fresh_job}),
+    ("POST", "/jobs/{job_id}/releases"): Entry(
+        {CUSTODIAN: 202}, _with(json={"rows": 7}), fresh={"job_id": World.succeeded_job}
+    ),
     ("GET", "/releases"): Entry(READERS),
     ("GET", "/releases/{release_id}"): Entry(READERS),
     ("GET", "/releases/{release_id}/certificate"): Entry(READERS),

@@ -88,6 +88,13 @@ def test_custodian_flow_by_cli_then_auditor_verifies_the_log(stack, tmp_path: Pa
     assert certificate["schema"]["columns"]["age"]["kind_source"] == "declared"
     assert certificate["service"]["job_id"] == job_id
 
+    # Another table from the same model: post-processing, so the budget does not move.
+    more = cli(as_custodian, "releases", "create", job_id, "--rows", "123", "--wait", "--interval", "0.3")
+    assert more.stdout.strip().endswith("ready, 123 rows")
+    second = more.stdout.split()[1].rstrip(":")
+    cli(as_custodian, "releases", "download", second, "-o", str(tmp_path / "more.csv"), "--quiet")
+    assert len(pd.read_csv(tmp_path / "more.csv")) == 123
+
     budget = cli(as_custodian, "datasets", "budget", dataset_id).stdout
     assert f"job {job_id}  succeeded" in budget
     with httpx.Client(base_url=server.url, headers={"X-API-Key": custodian}) as client:

@@ -123,3 +123,19 @@ def test_settle_refuses_a_charge_above_the_reservation(service: LiveService):
 def test_budget_exhausted_error_carries_remaining():
     exc = BudgetExhaustedError("x", epsilon_remaining=0.1, delta_remaining=1e-6)
     assert (exc.epsilon_remaining, exc.delta_remaining) == (0.1, 1e-6)
+
+
+def test_unclaimed_messages_are_sent_again_once_per_interval(service_any_db: LiveService):
+    from service.core.jobs import stale_messages
+
+    token = service_any_db.key("custodian")
+    with service_any_db.client(token) as client:
+        dataset_id = dataset_with_budget(client, epsilon=1.0)
+        body = {"dataset_id": dataset_id, "epsilon": 0.1, "rows": 5}
+        waiting, claimed = (client.post("/jobs", json=body).json()["id"] for _ in range(2))
+    with service_any_db.sessions() as session, session.begin():
+        jobs.claim(session, claimed, owner="w1", lease_seconds=60)
+    with service_any_db.sessions() as session, session.begin():
+        assert stale_messages(session, older_than=0) == ([waiting], [])
+    with service_any_db.sessions() as session, session.begin():
+        assert stale_messages(session, older_than=60) == ([], [])  # just re-sent

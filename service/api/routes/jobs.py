@@ -9,11 +9,11 @@ from fastapi import APIRouter, status
 from sqlalchemy import select
 
 from service.api.deps import Custodian, ServicesDep, SessionDep, is_object_id, owned
-from service.api.schemas import JobCreate, JobPublic
-from service.core import audit, jobs, ledger
+from service.api.schemas import JobCreate, JobPublic, ReleaseCreate, ReleasePublic
+from service.core import audit, jobs, ledger, releases
 from service.core.db import after_commit
 from service.core.orm import Dataset, Job, Release
-from workers.app import TRAIN_TASK
+from workers.app import SAMPLE_TASK, TRAIN_TASK
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 log = logging.getLogger(__name__)
@@ -53,18 +53,18 @@ def submit_job(body: JobCreate, services: ServicesDep, session: SessionDep, call
         details={"dataset_id": job.dataset_id, "epsilon": job.epsilon, "delta": job.delta, "rows": job.rows},
     )
     celery = services.celery
-    after_commit(session, lambda: _publish(celery, job.id))
+    after_commit(session, lambda: _publish(celery, TRAIN_TASK, job.id))
     return _public(session, job)
 
 
-def _publish(celery: Celery, job_id: str) -> None:
-    # The job is committed by now, so the answer is 201 either way: a failed send is logged
-    # and the job stays queued (cancelling it frees its reservation), never a 500 that would
-    # make the client submit, and reserve, again.
+def _publish(celery: Celery, task: str, object_id: str) -> None:
+    # The row is committed by now, so the answer is a success either way: a failed send is
+    # logged and the row stays queued/pending for the reconciler to send again, never a 500
+    # that would make the client submit, and reserve, again.
     try:
-        celery.send_task(TRAIN_TASK, args=[job_id])
+        celery.send_task(task, args=[object_id])
     except Exception:
-        log.exception("job %s is queued but its message could not be sent to the workers", job_id)
+        log.exception("%s %s is committed but its message could not be sent to the workers", task, object_id)
 
 
 @router.get("", response_model=list[JobPublic])
@@ -89,3 +89,27 @@ def cancel_job(job_id: str, session: SessionDep, caller: Custodian) -> JobPublic
     """Cancel: a queued job ends uncharged; a running one stops and is charged what it spent."""
     job = owned(session, Job, job_id, caller, lock=True)
     return _public(session, jobs.request_cancel(session, job, actor=caller.actor))
+
+
+@router.post("/{job_id}/releases", status_code=status.HTTP_202_ACCEPTED, response_model=ReleasePublic)
+def request_release(
+    job_id: str, body: ReleaseCreate, services: ServicesDep, session: SessionDep, caller: Custodian
+) -> ReleasePublic:
+    """Draw another table from a succeeded job's model (no budget); a worker writes it.
+
+    The release is ``pending`` until then; ``GET /releases/{id}`` shows when it is ``ready``.
+    """
+    job = owned(session, Job, job_id, caller)
+    release = releases.request(session, job, rows=body.rows, actor=caller.actor)
+    celery = services.celery
+    after_commit(session, lambda: _publish(celery, SAMPLE_TASK, release.id))
+    return ReleasePublic(
+        id=release.id,
+        job_id=job.id,
+        dataset_id=job.dataset_id,
+        rows=release.rows,
+        created_at=release.created_at,
+        epsilon=job.epsilon_charged if job.epsilon_charged is not None else job.epsilon,
+        delta=job.delta_charged if job.delta_charged is not None else job.delta,
+        state="pending",
+    )

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from service.api.deps import Custodian, ReleaseReader, ServicesDep, SessionDep, owned
 from service.api.schemas import ReleasePublic, TableFormat
 from service.core import audit
-from service.core.errors import PermissionDeniedError
+from service.core.errors import ConflictError, PermissionDeniedError
 from service.core.orm import Job, Release, Role
 from service.core.storage import Storage
 
@@ -32,6 +32,7 @@ def _public(release: Release, job: Job) -> ReleasePublic:
         created_at=release.created_at,
         epsilon=job.epsilon_charged if job.epsilon_charged is not None else job.epsilon,
         delta=job.delta_charged if job.delta_charged is not None else job.delta,
+        state=release.state,
     )
 
 
@@ -109,6 +110,8 @@ def download_release(
     if caller.role is Role.auditor:
         raise PermissionDeniedError("auditors read certificates and ledgers, not released tables")
     release = owned(session, Release, release_id, caller)
+    if release.state != "ready":
+        raise ConflictError(f"release {release.id} is {release.state}; its table is not available")
     audit.append(
         session,
         action="release.download",
