@@ -101,9 +101,13 @@ class DatasetCustodian(DatasetPublic):
 
 
 class SchemaUpdate(BaseModel):
-    """A schema in the engine's JSON form: kinds, public domains, target."""
+    """A schema in the engine's JSON form: kinds, public domains, target.
 
-    columns: dict[str, dict[str, Any]]
+    A PUT replaces the whole review: columns left out get their inferred kind (DP-discovered
+    domain), so ``{"target": "y"}`` alone means "inferred kinds, target y".
+    """
+
+    columns: dict[str, dict[str, Any]] = Field(default_factory=dict)
     target: str | None = None
 
     @field_validator("columns")
@@ -122,7 +126,9 @@ class JobCreate(BaseModel):
         default=None, gt=0, lt=1, description="delta; default: a tenth of the dataset's total delta"
     )
     rows: int = Field(gt=0, le=100_000_000, description="rows in the first release")
-    seed: int | None = Field(default=None, ge=0, description="seeds everything except the privacy noise")
+    seed: int | None = Field(
+        default=None, ge=0, lt=2**31, description="seeds everything except the privacy noise"
+    )
     generator_steps: int | None = Field(default=None, gt=0, le=100_000, description="advanced")
     accountant: Literal["prv", "rdp"] | None = Field(default=None, description="default prv")
     discriminator_share: float | None = Field(
