@@ -99,12 +99,30 @@ class CategoricalDomain:
 Domain = NumericDomain | CategoricalDomain
 
 
+def _to_datetime(col: pd.Series) -> pd.Series:
+    """Datetimes from a datetime or text column; unparseable cells become NaT.
+
+    ISO 8601 text is parsed fast; cells in other formats get a per-cell parse, so that one
+    format on the first row does not turn every differently written date into a null.
+    """
+    if pd.api.types.is_datetime64_any_dtype(col):
+        return pd.Series(col)
+    stamps = pd.Series(pd.to_datetime(col, errors="coerce", format="ISO8601"), index=col.index)
+    missed = stamps.isna() & col.notna()
+    if missed.any():
+        stamps[missed] = pd.to_datetime(col[missed], errors="coerce", format="mixed")
+    return stamps
+
+
 def as_numbers(col: pd.Series, kind: ColumnKind) -> np.ndarray:
     """Float values of a numeric column; datetimes become seconds since the epoch."""
     if kind is ColumnKind.DATETIME:
-        stamps = pd.to_datetime(col, errors="coerce")
-        seconds = stamps.astype("int64").to_numpy(dtype=np.float64) / 1e9
-        return np.where(stamps.isna().to_numpy(), np.nan, seconds)
+        stamps = _to_datetime(col)
+        if stamps.dt.tz is not None:
+            stamps = stamps.dt.tz_convert(None)  # UTC wall time
+        # Resolution-agnostic: pandas parses strings to s/ms/us units, not always ns.
+        seconds = (stamps - pd.Timestamp(0)) / pd.Timedelta(seconds=1)
+        return seconds.to_numpy(dtype=np.float64, na_value=np.nan)
     return pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 

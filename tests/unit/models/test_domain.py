@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from models.accounting import PrivacyLedger
-from models.domain import discover_categorical, discover_numeric
+from models.domain import as_numbers, discover_categorical, discover_numeric
 from models.errors import SchemaError
 from models.noise import PrivacyNoise
 from models.schema import ColumnKind, ColumnSpec
@@ -103,3 +103,20 @@ def test_dp_bounds_never_jump_to_a_far_bucket_lifted_by_noise():
             spec, values, sigma=40.0, sigma_bounds=40.0, ledger=_ledger(), noise=PrivacyNoise(noise_seed=seed)
         )
         assert -4 <= dom.bounds[0] and dom.bounds[1] <= 64, (seed, dom.bounds)
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pd.Series(["2020-01-01", "2021-06-30 12:00:00", None]),
+        pd.Series(["2020-01-01", "30 June 2021 12:00", None]),
+        pd.Series(pd.to_datetime(["2020-01-01 00:00", "2021-06-30 12:00", None])).astype("datetime64[s]"),
+        pd.Series(pd.to_datetime(["2020-01-01 01:00", "2021-06-30 14:00", None])).dt.tz_localize(
+            "Europe/Berlin"
+        ),
+    ],
+)
+def test_as_numbers_gives_epoch_seconds_whatever_the_datetime_unit(column):
+    seconds = as_numbers(column, ColumnKind.DATETIME)
+    assert seconds[:2].tolist() == [1577836800.0, 1625054400.0]
+    assert np.isnan(seconds[2])
