@@ -127,6 +127,7 @@ def _add_service_commands(sub: Any) -> None:
     serve.add_argument("--no-worker", action="store_true", help="API only; run workers with dpsynth worker")
     _handler(sub.add_parser("worker", help="run a training worker"), f"{server}:worker")
     _handler(sub.add_parser("migrate", help="bring the database to the newest schema"), f"{server}:migrate")
+    _handler(sub.add_parser("health", help="exit 0 when the database and broker answer"), f"{server}:health")
 
     admin = sub.add_parser("admin", help="bootstrap tenants and API keys").add_subparsers(
         dest="action", required=True

@@ -224,3 +224,29 @@ def audit_verify(args: argparse.Namespace) -> int:
     for problem in result.problems:
         print(f"  - {problem}")
     return 1
+
+
+def health(_args: argparse.Namespace) -> int:
+    """Exit 0 when the database and the broker answer, 1 with the reason otherwise.
+
+    Container health checks run this; it never creates the database or its directory.
+    """
+    from sqlalchemy import text
+
+    from workers.app import celery_app
+
+    settings = get_settings()
+    engine = make_engine(settings.database)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        with celery_app.connection_for_read() as connection:
+            connection.ensure_connection(max_retries=1)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"unhealthy: {reason}")
+        return 1
+    finally:
+        engine.dispose()
+    print("ok: database and broker answer")
+    return 0
