@@ -23,7 +23,15 @@ MISSING = "(missing)"
 
 
 def _number(value: float) -> str:
-    return f"{value:.4g}"
+    """A short, readable label: 0.25, 37, 1,250, 12.5k, 3.4M."""
+    size = abs(value)
+    if size >= 1e6:
+        return f"{value / 1e6:.3g}M"
+    if size >= 1e4:
+        return f"{value / 1e3:.3g}k"
+    if size >= 1e3:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
 
 
 def _numeric_labels(train_col: pd.Series) -> list[str]:
@@ -51,8 +59,9 @@ def marginal_comparison(
     """Per column of ``train``: bin labels and the real and synthetic share of each bin.
 
     Numeric columns keep their bins in order; empty bins (in both tables) are left out.
-    Categorical columns show the ``max_categories`` most common real categories, then one
-    ``other`` bar for the rest (synthetic categories never seen in ``train`` included).
+    Categorical columns show the ``max_categories`` most common real categories, then
+    missing values (when either table has any), then one bar for the rest: ``other (k more)``,
+    or ``not in the real data`` when only synthetic values are left.
 
     Returns:
         ``[{"column", "numeric", "labels", "real", "synthetic"}, ...]`` in column order.
@@ -91,15 +100,19 @@ def marginal_comparison(
 def _categories(
     real_col: pd.Series, syn_col: pd.Series, top: int
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The most common real categories, missing values if either table has any, then the rest."""
     real = pd.Series(_to_str(real_col), dtype=object).fillna(MISSING).value_counts(normalize=True)
     syn = pd.Series(_to_str(syn_col), dtype=object).fillna(MISSING).value_counts(normalize=True)
-    shown = list(real.index[:top])
+    shown = [v for v in real.index if v != MISSING][:top]
+    if MISSING in real.index or MISSING in syn.index:
+        shown.append(MISSING)
     real_shares = real.reindex(shown, fill_value=0.0).to_numpy(dtype=float)
     syn_shares = syn.reindex(shown, fill_value=0.0).to_numpy(dtype=float)
     rest = (max(0.0, 1.0 - real_shares.sum()), max(0.0, 1.0 - syn_shares.sum()))
     labels = [str(v) for v in shown]
     if rest[0] > 1e-12 or rest[1] > 1e-12:
-        labels.append(f"other ({max(len(real) - len(shown), 0)} more)")
+        hidden = len([v for v in real.index if v not in shown])
+        labels.append(f"other ({hidden} more)" if hidden else "not in the real data")
         real_shares, syn_shares = np.append(real_shares, rest[0]), np.append(syn_shares, rest[1])
     return labels, real_shares, syn_shares
 

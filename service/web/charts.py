@@ -23,9 +23,13 @@ def _pct(value: float) -> str:
     return f"{100 * value:.1f}%"
 
 
-def _nice_top(value: float) -> float:
-    """The axis top: the next 5% step above ``value`` (at least 5%)."""
-    return max(0.05, math.ceil(value * 20 - 1e-9) / 20)
+_STEPS = (0.01, 0.02, 0.025, 0.05, 0.1, 0.2, 0.25)
+
+
+def _axis(peak: float) -> tuple[float, int]:
+    """A round tick step and how many ticks reach ``peak``: at most 5 ticks above zero."""
+    step = next((s for s in _STEPS if peak <= 5 * s), 0.25)
+    return step, max(1, math.ceil(peak / step - 1e-9))
 
 
 def marginal_bars(m: dict[str, Any], *, width: int = 520, height: int = 230) -> Markup:
@@ -36,16 +40,17 @@ def marginal_bars(m: dict[str, Any], *, width: int = 520, height: int = 230) -> 
     n = max(len(labels), 1)
     group = plot_w / n
     bar = max(2.0, min(18.0, group * 0.38))
-    peak = _nice_top(max([*real, *syn, 0.0]))
+    step, ticks = _axis(max([*real, *syn, 0.0]))
+    peak = step * ticks
     name = escape(m["column"])
     parts = [
         f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{name}: '
         f'real and synthetic share of each {"bin" if m["numeric"] else "category"}">',
         f"<title>{name}: real (training rows) vs synthetic</title>",
     ]
-    for k in range(5):
-        value = peak * k / 4
-        y = top + plot_h - plot_h * k / 4
+    for k in range(ticks + 1):
+        value = step * k
+        y = top + plot_h - plot_h * k / ticks
         parts.append(f'<line class="grid" x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}"/>')
         parts.append(
             f'<text class="tick" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{100 * value:.0f}%</text>'

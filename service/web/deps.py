@@ -173,6 +173,7 @@ def render(request: Request, template: str, *, status_code: int = 200, **context
         "user": user,
         "nav": NAV[user.role] if user else [],
         "path": request.url.path,
+        "section": None,  # a page outside its nav item's path names it (e.g. a ledger under /datasets)
         "csrf_token": csrf_token(request),
         "flash": request.session.pop(FLASH_KEY, None),
     }

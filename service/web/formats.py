@@ -8,10 +8,12 @@ from typing import Any
 
 
 def epsilon(value: float | None) -> str:
-    """Epsilon to three significant digits (``—`` when there is none)."""
+    """Epsilon to three decimals, trailing zeros dropped (``—`` when there is none)."""
     if value is None:
         return "—"
-    return f"{value:.3g}" if value >= 0.001 or value == 0 else f"{value:.2e}"
+    if value != 0 and abs(value) < 0.001:
+        return f"{value:.1e}"
+    return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
 def delta(value: float | None) -> str:
@@ -21,8 +23,10 @@ def delta(value: float | None) -> str:
     if value == 0:
         return "0"
     exponent = math.floor(math.log10(value))
-    mantissa = value / 10**exponent
-    return f"1e{exponent}" if math.isclose(mantissa, 1.0, rel_tol=1e-9) else f"{value:.2g}"
+    mantissa = round(value / 10**exponent, 1)
+    if mantissa >= 10:
+        mantissa, exponent = mantissa / 10, exponent + 1
+    return f"1e{exponent}" if mantissa == 1 else f"{mantissa:g}e{exponent}"
 
 
 def percent(value: float | None, digits: int = 0) -> str:

@@ -181,4 +181,5 @@ def ledgers(request: Request, session: SessionDep, caller: LedgerReader) -> Resp
 def ledger(dataset_id: str, request: Request, session: SessionDep, caller: LedgerReader) -> Response:
     """What each job reserved and was charged, and what is left."""
     dataset = DatasetPublic.model_validate(api.get_dataset(dataset_id, session, caller))
-    return render(request, "ledger.html", dataset=dataset, ledger=api.get_ledger(dataset_id, session, caller))
+    ledger = api.get_ledger(dataset_id, session, caller)
+    return render(request, "ledger.html", dataset=dataset, ledger=ledger, section="/ui/ledgers")

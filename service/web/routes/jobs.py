@@ -19,6 +19,15 @@ from service.web.deps import Custodian, FormDep, flash, render, web_router
 
 router = web_router()
 
+# The engine's phases in plain words (the page's script has the same list).
+PHASES = {
+    "queued": "waiting for a worker",
+    "starting": "starting",
+    "measure": "measuring noisy statistics",
+    "generator": "fitting the generator",
+    "dp-gan": "training against the DP-SGD discriminator",
+    "done": "done",
+}
 FIELDS = ("epsilon", "delta", "rows", "generator_steps", "seed", "accountant")
 PLAIN = {
     "epsilon": "write epsilon as a number above 0, for example 1",
@@ -112,7 +121,7 @@ def job_page(job_id: str, request: Request, session: SessionDep, caller: Custodi
     """Live progress (the page's script polls ``status``), cancel, and the release when done."""
     job = api.get_job(job_id, session, caller)
     dataset = datasets_api.get_dataset(job.dataset_id, session, caller)
-    return render(request, "job.html", job=job, dataset=dataset)
+    return render(request, "job.html", job=job, dataset=dataset, phases=PHASES)
 
 
 @router.get("/jobs/{job_id}/status")

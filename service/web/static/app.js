@@ -99,6 +99,15 @@ function setupUpload(form) {
   });
 }
 
+const PHASES = {
+  queued: "waiting for a worker",
+  starting: "starting",
+  measure: "measuring noisy statistics",
+  generator: "fitting the generator",
+  "dp-gan": "training against the DP-SGD discriminator",
+  done: "done",
+};
+
 function setupJob(section) {
   const url = section.dataset.statusUrl;
   const final = ["succeeded", "failed", "cancelled"];
@@ -114,7 +123,7 @@ function setupJob(section) {
         bar.value = pct;
         bar.textContent = pct + "%";
         text("job-percent", Math.round(job.progress * 100) + "%");
-        text("job-phase", job.phase);
+        text("job-phase", PHASES[job.phase] || job.phase);
         text("job-epoch", job.epoch.toFixed(2));
         text("job-eps", fmt(job.epsilon_spent));
         text("job-state", job.state);

@@ -46,9 +46,12 @@ def test_many_categories_end_in_one_other_bar_and_nulls_are_a_bar():
     train = pd.DataFrame({"c": [f"v{i % 30}" for i in range(300)] + [None] * 30})
     synthetic = pd.DataFrame({"c": ["v1"] * 50 + ["never seen"] * 50})
     (m,) = marginal_comparison(train, synthetic, max_categories=5)
-    assert len(m["labels"]) == 6 and m["labels"][-1] == "other (26 more)"
-    assert MISSING in m["labels"][:5]  # 30 nulls: the most common "category"
+    assert len(m["labels"]) == 7 and m["labels"][-1] == "other (25 more)"
+    assert m["labels"][5] == MISSING and m["real"][5] == pytest.approx(30 / 330, abs=1e-4)  # its own bar
     assert m["synthetic"][-1] == pytest.approx(0.5)  # "never seen" is no real category: it is "other"
+    only_new = marginal_comparison(pd.DataFrame({"c": ["a", "b"]}), pd.DataFrame({"c": ["a", None, "z"]}))[0]
+    assert only_new["labels"] == ["a", "b", MISSING, "not in the real data"]
+    assert only_new["synthetic"] == pytest.approx([1 / 3, 0, 1 / 3, 1 / 3], abs=1e-4)
     numeric = pd.DataFrame({"x": [1.0, 2.0, np.nan, 2.0]})
     (n,) = marginal_comparison(numeric, pd.DataFrame({"x": [2.0, 2.0]}))
     assert n["labels"] == ["1", "2", MISSING] and n["synthetic"] == [0.0, 1.0, 0.0]
