@@ -210,3 +210,14 @@ def authenticate_password(session: Session, name: str, password: str) -> User:
     user = session.get(User, user_id)
     assert user is not None
     return user
+
+
+def actor_names(session: Session, tenant_id: str) -> dict[str, str]:
+    """Readable names of a tenant's users and API keys, by audit actor (``user:<id>``, ``key:<id>``)."""
+    names = {
+        f"user:{user.id}": f"{user.name} ({user.role.value})"
+        for user in session.scalars(select(User).where(User.tenant_id == tenant_id))
+    }
+    for key in session.scalars(select(ApiKey).where(ApiKey.tenant_id == tenant_id)):
+        names[f"key:{key.id}"] = f"API key {key.name!r} ({key.role.value})"
+    return names

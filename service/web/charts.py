@@ -88,7 +88,7 @@ def heatmap(matrix: dict[str, Any], *, title: str) -> Markup:
     n = max(len(cols), 1)
     cell = max(12.0, min(40.0, 300 / n))
     label_w = 96
-    width = label_w + cell * n + 8
+    width = label_w + cell * n + 48  # room for the last column's slanted label
     height = label_w + cell * n + 8
     show_numbers = cell >= 26
     parts = [

@@ -34,15 +34,15 @@ def percent(value: float | None, digits: int = 0) -> str:
     return "—" if value is None else f"{100 * value:.{digits}f}%"
 
 
-def when(value: datetime | str | None) -> str:
-    """A UTC time as ``2026-11-23 15:52 UTC``."""
+def when(value: datetime | str | None, seconds: bool = False) -> str:
+    """A UTC time as ``2026-11-23 15:52 UTC`` (with ``:07`` seconds when asked)."""
     if value is None:
         return "—"
     if isinstance(value, str):
         value = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
 
 
 def size(value: int | None) -> str:

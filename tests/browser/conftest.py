@@ -98,7 +98,9 @@ def trained(stack: Stack) -> dict[str, str]:
     key = cli(stack.env, "admin", "create-key", "--tenant", "acme", "--role", "custodian").stdout.strip()
     with httpx.Client(base_url=stack.url, headers={"X-API-Key": key}, timeout=60) as api:
         body = make_table(ROWS, seed=5).to_csv(index=False).encode()
-        dataset = api.post("/datasets", params={"name": "visits"}, content=body, headers={"Content-Type": "text/csv"})
+        dataset = api.post(
+            "/datasets", params={"name": "visits"}, content=body, headers={"Content-Type": "text/csv"}
+        )
         assert dataset.status_code == 201, dataset.text
         dataset_id = dataset.json()["id"]
         assert api.put(f"/datasets/{dataset_id}/budget", json={"epsilon": 2}).status_code == 200
@@ -140,9 +142,11 @@ def page(browser: Any, stack: Stack) -> Iterator[Any]:
     page.on("pageerror", lambda exc: problems.append(f"script error: {exc}"))
     page.on(
         "console",
-        lambda msg: problems.append(f"console {msg.type}: {msg.text}")
-        if msg.type == "error" and "status of 4" not in msg.text
-        else None,
+        lambda msg: (
+            problems.append(f"console {msg.type}: {msg.text}")
+            if msg.type == "error" and "status of 4" not in msg.text
+            else None
+        ),
     )
     yield page
     context.close()
@@ -171,4 +175,3 @@ def log_in(page: Any, name: str, password: str = PASSWORD) -> None:
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(lambda url: "/ui/login" not in url)
-

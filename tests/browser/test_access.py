@@ -80,7 +80,9 @@ def test_analyst_sees_releases_and_certificates_only(page, stack: Stack, trained
     assert "Input SHA-256" not in page.locator("main").inner_text()
     expect(page.locator("main")).to_contain_text("not released")  # the row count
     shot(page, "analyst-certificate")
-    certificate = json.loads(page.request.get(f"/ui/releases/{trained['release_id']}/certificate.json").text())
+    certificate = json.loads(
+        page.request.get(f"/ui/releases/{trained['release_id']}/certificate.json").text()
+    )
     assert "input_sha256" not in certificate
 
     # Typed addresses: the upload page, raw data and the custodian's pages are refused on the server.

@@ -11,6 +11,7 @@ from service.api.deps import ServicesDep, SessionDep
 from service.api.routes import audit as api
 from service.api.schemas import ExportFormat
 from service.core import audit
+from service.core.security import actor_names
 from service.web.deps import Auditor, render, web_router
 
 router = web_router()
@@ -21,7 +22,8 @@ SHOWN = 200
 def audit_page(request: Request, session: SessionDep, caller: Auditor) -> Response:
     """The tenant's newest events and the export buttons."""
     events = audit.recent(session, caller.tenant_id, limit=SHOWN)
-    return render(request, "audit.html", events=events, shown=SHOWN)
+    names = actor_names(session, caller.tenant_id)
+    return render(request, "audit.html", events=events, shown=SHOWN, names=names)
 
 
 @router.get("/audit/export")

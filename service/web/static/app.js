@@ -127,11 +127,13 @@ function setupJob(section) {
         text("job-epoch", job.epoch.toFixed(2));
         text("job-eps", fmt(job.epsilon_spent));
         text("job-state", job.state);
+        const badge = document.getElementById("job-badge");
+        if (badge) { badge.textContent = job.state; badge.className = "badge state-" + job.state; }
         if (final.includes(job.state)) {
           window.location.reload();
           return;
         }
-        window.setTimeout(poll, 1000);
+        window.setTimeout(poll, 700);
       })
       .catch(() => window.setTimeout(poll, 3000));
   };
