@@ -63,14 +63,29 @@ class Stack:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
-def _user(env: dict[str, str], tenant: str, role: str, name: str) -> None:
-    """``dpsynth admin create-user`` with the password on stdin."""
-    done = subprocess.run(
-        [sys.executable, "-m", "service.cli", "admin", "create-user", "--tenant", tenant, "--role", role,
-         "--name", name, "--password-stdin"],
-        env=env, input=PASSWORD + "\n", capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+def _create_users(env: dict[str, str], users: list[tuple[str, str, str]]) -> None:
+    """``dpsynth admin create-user`` for each (tenant, role, name), password on stdin, side by side."""
+    running = []
+    for tenant, role, name in users:
+        args = [
+            "admin",
+            "create-user",
+            "--tenant",
+            tenant,
+            "--role",
+            role,
+            "--name",
+            name,
+            "--password-stdin",
+        ]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", *args],
+            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        running.append(process)
+    for process in running:
+        out, err = process.communicate(PASSWORD + "\n", timeout=120)
+        assert process.returncode == 0, err
 
 
 @pytest.fixture(scope="session")
@@ -82,9 +97,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     for tenant in ("acme", "globex"):
         cli(env, "admin", "create-tenant", tenant)
     users = {"custodian": "dana", "analyst": "sam", "auditor": "ari", "globex": "gil"}
-    for role in ("custodian", "analyst", "auditor"):
-        _user(env, "acme", role, users[role])
-    _user(env, "globex", "custodian", users["globex"])
+    _create_users(
+        env, [("acme", role, users[role]) for role in ("custodian", "analyst", "auditor")]
+        + [("globex", "custodian", users["globex"])],
+    )  # fmt: skip
     server = Server(env, log=root / "serve.log")
     try:
         yield Stack(url=server.url, env=env, data_dir=root / "data", users=users)

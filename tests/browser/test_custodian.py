@@ -15,6 +15,7 @@ from tests.browser.conftest import ROWS, Stack, log_in
 from tests.conftest import make_table
 
 COLUMNS = ["age", "income", "smoker", "region", "children", "outcome"]
+STEPS = "1000"  # a few seconds of training: long enough to watch the bar move
 
 
 def _row(page, column: str):
@@ -122,7 +123,7 @@ def test_custodian_uploads_reviews_trains_and_downloads(page, stack: Stack, shot
     page.get_by_label("Privacy budget for this release (ε, epsilon)").fill("1")
     page.get_by_label("Synthetic rows").fill("300")
     page.get_by_text("Advanced settings").click()
-    page.get_by_label("Generator steps").fill("150")
+    page.get_by_label("Generator steps").fill(STEPS)
     page.get_by_role("button", name="Start the job").click()
     page.wait_for_url(re.compile(r"/ui/jobs/[0-9a-f]{32}$"))
     job_id = page.url.split("/")[-1]
@@ -130,7 +131,7 @@ def test_custodian_uploads_reviews_trains_and_downloads(page, stack: Stack, shot
     try:  # catch the bar mid-way for the screenshot when the job is not already done
         page.wait_for_function(
             "() => { const b = document.getElementById('job-bar');"
-            " return !b || (b.value > 0 && b.value < 100); }",
+            " return !b || !!document.getElementById('release-link') || (b.value > 0 && b.value < 100); }",
             timeout=30_000,
         )
     except PlaywrightTimeout:
@@ -151,8 +152,12 @@ def test_custodian_uploads_reviews_trains_and_downloads(page, stack: Stack, shot
     expect(page.locator("#job-percent")).to_have_text("100%")
     assert float(bar.get_attribute("value")) == 100.0
     assert seen == sorted(seen)  # progress only moves forwards
+    assert [v for v in seen if 0 < v < 100], seen  # and was seen on its way, not only at the end
     expect(page.locator(".progress-text")).to_contain_text("ε spent so far")
     shot(page, "job-done")
+    page.get_by_label("Draw more rows from the same model (no budget)").fill("0")
+    page.get_by_role("button", name="Draw rows").click()
+    expect(page.locator("#more-rows-error")).to_contain_text("a whole number from 1")
 
     # The release: downloads, certificate, and the custodian-only quality report with pictures.
     page.get_by_role("link", name="Open the release").click()

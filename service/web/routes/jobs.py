@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from service.api.deps import Principal, ServicesDep, SessionDep
 from service.api.routes import datasets as datasets_api
@@ -69,7 +68,7 @@ def _form(
     )
 
 
-def _dataset(session: Any, caller: Principal, dataset_id: str) -> DatasetCustodian:
+def _dataset(session: Session, caller: Principal, dataset_id: str) -> DatasetCustodian:
     dataset = datasets_api.get_dataset(dataset_id, session, caller)
     assert isinstance(dataset, DatasetCustodian)
     return dataset
@@ -116,12 +115,25 @@ def submit(
     return RedirectResponse(f"/ui/jobs/{job.id}", status_code=303)
 
 
+def _job_page(
+    request: Request,
+    session: Session,
+    caller: Principal,
+    job_id: str,
+    errors: dict[str, str],
+    status: int = 200,
+) -> Response:
+    job = api.get_job(job_id, session, caller)
+    dataset = datasets_api.get_dataset(job.dataset_id, session, caller)
+    return render(
+        request, "job.html", status_code=status, job=job, dataset=dataset, phases=PHASES, errors=errors
+    )
+
+
 @router.get("/jobs/{job_id}")
 def job_page(job_id: str, request: Request, session: SessionDep, caller: Custodian) -> Response:
     """Live progress (the page's script polls ``status``), cancel, and the release when done."""
-    job = api.get_job(job_id, session, caller)
-    dataset = datasets_api.get_dataset(job.dataset_id, session, caller)
-    return render(request, "job.html", job=job, dataset=dataset, phases=PHASES)
+    return _job_page(request, session, caller, job_id, {})
 
 
 @router.get("/jobs/{job_id}/status")
@@ -150,8 +162,9 @@ def more_rows(
     try:
         body = ReleaseCreate(rows=str(form.get("rows", "")).strip())  # type: ignore[arg-type]
     except ValidationError:
-        flash(request, "Write how many rows to draw: a whole number from 1 to 100,000,000.")
-        return RedirectResponse(f"/ui/jobs/{job_id}", status_code=303)
+        errors = {"more-rows": "write how many rows to draw: a whole number from 1 to 100,000,000"}
+        with transaction(services.sessions) as session:
+            return _job_page(request, session, caller, job_id, errors, status=422)
     with transaction(services.sessions) as session:
         release = api.request_release(job_id, body, services, session, caller)
     flash(request, f"Drawing {release.rows:,} more rows; no budget is spent.")
