@@ -54,13 +54,12 @@ def chromium_missing() -> str | None:
 
 @dataclass
 class Stack:
-    """The running service, its tenants' users and a release trained through the API."""
+    """The running service and its tenants' users."""
 
     url: str
     env: dict[str, str]
     data_dir: Path
-    users: dict[str, str] = field(default_factory=dict)  # role or name -> user name
-    facts: dict[str, Any] = field(default_factory=dict)
+    users: dict[str, str] = field(default_factory=dict)  # role (or "globex") -> user name
 
 
 def _create_users(env: dict[str, str], users: list[tuple[str, str, str]]) -> None:

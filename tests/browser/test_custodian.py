@@ -8,14 +8,13 @@ import re
 from pathlib import Path
 
 import pandas as pd
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
 from tests.browser.conftest import ROWS, Stack, log_in
 from tests.conftest import make_table
 
 COLUMNS = ["age", "income", "smoker", "region", "children", "outcome"]
-STEPS = "1000"  # a few seconds of training: long enough to watch the bar move
+STEPS = "200"  # the generator fit; then a DP-GAN phase of a few seconds, long enough to watch
 
 
 def _row(page, column: str):
@@ -124,23 +123,23 @@ def test_custodian_uploads_reviews_trains_and_downloads(page, stack: Stack, shot
     page.get_by_label("Synthetic rows").fill("300")
     page.get_by_text("Advanced settings").click()
     page.get_by_label("Generator steps").fill(STEPS)
+    page.get_by_label("DP-GAN phase: share of ε for the discriminator").fill("0.3")
+    page.get_by_label("Discriminator epochs").fill("60")
     page.get_by_role("button", name="Start the job").click()
     page.wait_for_url(re.compile(r"/ui/jobs/[0-9a-f]{32}$"))
     job_id = page.url.split("/")[-1]
     expect(page.get_by_role("button", name="Cancel job")).to_be_visible()
-    try:  # catch the bar mid-way for the screenshot when the job is not already done
-        page.wait_for_function(
-            "() => { const b = document.getElementById('job-bar');"
-            " return !b || !!document.getElementById('release-link') || (b.value > 0 && b.value < 100); }",
-            timeout=30_000,
-        )
-    except PlaywrightTimeout:
-        pass
+    # Live progress: the page polls the job; catch the bar on its way, then wait for 100%.
+    bar = page.locator("#job-bar")
+    page.wait_for_function(
+        "() => { const b = document.getElementById('job-bar');"
+        " return !!document.getElementById('release-link') || (!!b && b.value > 0 && b.value < 100); }",
+        timeout=60_000,
+    )
+    seen = [float(bar.get_attribute("value") or 0)]
     shot(page, "job-progress")
 
-    # Live progress until 100%: the page polls, then reloads once the job has ended.
-    seen: list[float] = []
-    bar = page.locator("#job-bar")
+    # The page reloads once the job has ended.
     for _ in range(600):
         if page.locator("#release-link").count():
             break
@@ -154,6 +153,8 @@ def test_custodian_uploads_reviews_trains_and_downloads(page, stack: Stack, shot
     assert seen == sorted(seen)  # progress only moves forwards
     assert [v for v in seen if 0 < v < 100], seen  # and was seen on its way, not only at the end
     expect(page.locator(".progress-text")).to_contain_text("ε spent so far")
+    epoch = float(page.locator("#job-epoch").inner_text())
+    assert epoch > 1  # the DP-SGD discriminator's passes over the data
     shot(page, "job-done")
     page.get_by_label("Draw more rows from the same model (no budget)").fill("0")
     page.get_by_role("button", name="Draw rows").click()
@@ -213,4 +214,11 @@ def test_custodian_uploads_reviews_trains_and_downloads(page, stack: Stack, shot
     expect(page.locator(".danger-zone")).to_contain_text("was erased on")
     still = page.request.get(f"/ui/releases/{release_id}/download?format=csv")
     assert still.status == 200 and len(pd.read_csv(io.BytesIO(still.body()))) == 300
-    stack.facts.update(dataset_id=dataset_id, release_id=release_id, job_id=job_id)
+    page.goto("/ui/datasets")
+    row = page.locator("tbody tr", has=page.get_by_role("link", name="patients"))
+    expect(row).to_contain_text("erased")
+    expect(row).to_contain_text(f"{ROWS}")
+    shot(page, "datasets-list")
+    page.goto("/ui/ledgers")
+    expect(page.locator("table")).to_contain_text("patients")
+    shot(page, "ledgers-custodian")

@@ -27,7 +27,16 @@ PHASES = {
     "dp-gan": "training against the DP-SGD discriminator",
     "done": "done",
 }
-FIELDS = ("epsilon", "delta", "rows", "generator_steps", "seed", "accountant")
+FIELDS = (
+    "epsilon",
+    "delta",
+    "rows",
+    "generator_steps",
+    "seed",
+    "accountant",
+    "discriminator_share",
+    "dpsgd_epochs",
+)
 PLAIN = {
     "epsilon": "write epsilon as a number above 0, for example 1",
     "delta": "leave it empty for the default, or write a number between 0 and 1 such as 1e-6",
@@ -35,6 +44,8 @@ PLAIN = {
     "generator_steps": "a whole number from 1 to 100,000, or empty for the default",
     "seed": "a whole number, 0 or more, or empty for a random one",
     "accountant": "choose PRV or RDP",
+    "discriminator_share": "a share from 0 (no DP-GAN phase) up to, not including, 1; for example 0.3",
+    "dpsgd_epochs": "a number of passes above 0, up to 1000, or empty for the default (3)",
 }
 
 
@@ -45,6 +56,14 @@ def list_jobs(request: Request, session: SessionDep, caller: Custodian) -> Respo
     return render(request, "jobs.html", jobs=api.list_jobs(session, caller), names=names)
 
 
+def _number(text: str | None, low: float, high: float) -> float | None:
+    try:
+        value = float(text or "")
+    except ValueError:
+        return None
+    return value if low < value < high else None
+
+
 def _form(
     request: Request,
     dataset: DatasetCustodian,
@@ -52,10 +71,12 @@ def _form(
     errors: dict[str, str],
     status: int = 200,
 ) -> Response:
-    try:
-        epsilon = float(values.get("epsilon") or 0) or None
-    except ValueError:
-        epsilon = None
+    """The form, with the planned split for what it holds (when that is a valid job)."""
+    options = {
+        name: number
+        for name, low, high in (("discriminator_share", 0, 1), ("dpsgd_epochs", 0, 1001))
+        if (number := _number(values.get(name), low, high)) is not None
+    }
     return render(
         request,
         "job_new.html",
@@ -64,7 +85,7 @@ def _form(
         values=values,
         errors=errors,
         default_delta=job_delta(dataset),
-        plan=budget_view(dataset, epsilon=epsilon if epsilon and epsilon > 0 else None),
+        plan=budget_view(dataset, epsilon=_number(values.get("epsilon"), 0, float("inf")), **options),
     )
 
 
