@@ -6,17 +6,21 @@ DP-SGD discriminator, when on, is given noise so that alone it would spend
 ``discriminator_share * epsilon``; then one scale s is solved so that the whole plan,
 composed by the accountant, meets the target epsilon. The plan is checked by the
 ledger, so training never starts on a plan over budget.
+
+``describe_budget`` shows that split before anything runs, from the schema alone (kinds,
+public domains, target) and the row count: no value of the data is read.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from models.accounting import Mechanism, PrivacyLedger, epsilon_of, solve_scale
 from models.config import SynthesizerConfig
 from models.domain import domain_measurements
-from models.gan import DPSGDParams, sample_rate_for
+from models.gan import DPSGD_NAME, DPSGDParams, sample_rate_for
 from models.marginals import pair_workload
 from models.schema import ColumnKind, ColumnSpec
 
@@ -144,3 +148,98 @@ def make_plan(
         mechanisms.append(dpsgd.mechanism())
     planned = ledger.plan(mechanisms)
     return BudgetPlan(sigma=sigma, pairs=pairs, dpsgd=dpsgd, epsilon_planned=planned)
+
+
+Stage = Literal["domain", "one-way", "two-way", "dp-sgd"]
+
+
+@dataclass(frozen=True)
+class BudgetLine:
+    """One planned mechanism and its share of the fit's privacy loss.
+
+    Attributes:
+        mechanism: its name in the certificate, e.g. ``"domain:age:cells"``.
+        stage: ``"domain"`` (bounds, DP quantile-bin cells, category selection), ``"one-way"``
+            or ``"two-way"`` marginals, or ``"dp-sgd"`` (the DP-GAN discriminator).
+        columns: the columns it reads.
+        noise_multiplier: noise standard deviation over sensitivity.
+        share: its part of the privacy loss, in [0, 1]; shares add up to 1.
+    """
+
+    mechanism: str
+    stage: Stage
+    columns: tuple[str, ...]
+    noise_multiplier: float
+    share: float
+
+
+@dataclass(frozen=True)
+class BudgetSplit:
+    """The plan of one fit, before anything runs (see ``describe_budget``)."""
+
+    epsilon: float
+    delta: float
+    delta_partition_selection: float
+    lines: list[BudgetLine]
+
+    def share(self, *stages: Stage, column: str | None = None) -> float:
+        """Sum of the shares of ``stages`` (all when none), optionally only lines reading ``column``."""
+        return math.fsum(
+            line.share
+            for line in self.lines
+            if (not stages or line.stage in stages) and (column is None or column in line.columns)
+        )
+
+
+def describe_budget(
+    specs: list[ColumnSpec], *, target: str | None, rows: int, config: SynthesizerConfig, delta: float
+) -> BudgetSplit:
+    """How a fit on ``specs`` would split ``config.epsilon``, computed by the planner itself.
+
+    Reads no data: only kinds, public domains, the target and ``rows`` (which matters only
+    for the DP-SGD sample rate). Shares are those the planner assigns: the full-table
+    Gaussian mechanisms add up in zCDP, so each gets ``(1/sigma^2) / sum(1/sigma^2)`` of
+    what the DP-SGD discriminator leaves; the discriminator is planned to spend
+    ``discriminator_share * epsilon`` alone and gets that share.
+
+    Raises:
+        ValueError: every column is dropped (nothing to synthesize).
+    """
+    ledger = new_ledger(specs, config=config, delta=delta)
+    plan = make_plan(specs, target=target, rows=rows, config=config, ledger=ledger)
+    names = [s.name for s in specs]
+    columns: dict[str, tuple[Stage, tuple[str, ...]]] = {}
+    for spec in specs:
+        for name in domain_measurements(spec):
+            columns[name] = ("domain", (spec.name,))
+        columns[f"marginal:{spec.name}"] = ("one-way", (spec.name,))
+    for a, b in plan.pairs:
+        columns[f"marginal:{names[a]},{names[b]}"] = ("two-way", (names[a], names[b]))
+    gaussian = 1.0 - (config.discriminator_share if plan.dpsgd is not None else 0.0)
+    precision = math.fsum(sigma**-2 for sigma in plan.sigma.values())
+    lines = [
+        BudgetLine(
+            mechanism=name,
+            stage=columns[name][0],
+            columns=columns[name][1],
+            noise_multiplier=sigma,
+            share=gaussian * sigma**-2 / precision,
+        )
+        for name, sigma in plan.sigma.items()
+    ]
+    if plan.dpsgd is not None:
+        lines.append(
+            BudgetLine(
+                mechanism=DPSGD_NAME,
+                stage="dp-sgd",
+                columns=tuple(names),
+                noise_multiplier=plan.dpsgd.noise_multiplier,
+                share=config.discriminator_share,
+            )
+        )
+    return BudgetSplit(
+        epsilon=config.epsilon,
+        delta=delta,
+        delta_partition_selection=ledger.delta_reserved,
+        lines=lines,
+    )

@@ -189,16 +189,24 @@ def _to_str(s: pd.Series) -> np.ndarray:
     return out
 
 
+def _inner_edges(train_col: pd.Series) -> tuple[np.ndarray, bool]:
+    """Inner bin edges of a numeric train column, and whether each bin is one distinct value.
+
+    Code 0 is below ``inner[0]``, code i is ``[inner[i-1], inner[i])``, code ``inner.size``
+    is at or above the last edge, and ``inner.size + 1`` is null.
+    """
+    ref = _to_float(train_col)
+    ref = ref[~np.isnan(ref)]
+    distinct = np.unique(ref)
+    if distinct.size <= _N_BINS:
+        return distinct[1:], True  # one bin per value: the quantile edges would merge them
+    return np.unique(np.quantile(ref, np.linspace(0, 1, _N_BINS + 1)))[1:-1], False
+
+
 def _codes(col: str, numeric: bool, train: pd.DataFrame, frames: list[pd.DataFrame]) -> list:
     """Bins or factorizes one column of each frame into shared integer codes."""
     if numeric:
-        ref = _to_float(train[col])
-        ref = ref[~np.isnan(ref)]
-        distinct = np.unique(ref)
-        if distinct.size <= _N_BINS:
-            inner = distinct[1:]  # one bin per value: the quantile edges would merge them
-        else:
-            inner = np.unique(np.quantile(ref, np.linspace(0, 1, _N_BINS + 1)))[1:-1]
+        inner, _ = _inner_edges(train[col])
         values = [_to_float(f[col]) for f in frames]
         return [np.where(np.isnan(x), inner.size + 1, np.searchsorted(inner, x, "right")) for x in values]
     strs = [_to_str(f[col]) for f in frames]
@@ -223,17 +231,21 @@ def _fidelity(
     for a, b in itertools.combinations(cols, 2):
         width = max(codes[b][0].max(), codes[b][1].max()) + 1
         tvds.append(_tvd(*(codes[a][i] * width + codes[b][i] for i in (0, 1))))
-        if numeric[a] and numeric[b]:
-            assoc = [_pearson(values[a][i], values[b][i]) for i in (0, 1)]
-        elif numeric[a] or numeric[b]:
-            num, cat = (a, b) if numeric[a] else (b, a)
-            assoc = [_eta(values[num][i], codes[cat][i]) for i in (0, 1)]
-        else:
-            assoc = [_cramers_v(codes[a][i], codes[b][i]) for i in (0, 1)]
+        inputs = {c: values[c] if numeric[c] else codes[c] for c in (a, b)}
+        assoc = [_association(inputs[a][i], inputs[b][i], numeric[a], numeric[b]) for i in (0, 1)]
         diffs.append(abs(assoc[0] - assoc[1]))
     if not tvds:  # a single column has no pairs to disagree on
         return one_way, 0.0, 0.0
     return one_way, float(np.mean(tvds)), float(np.mean(diffs))
+
+
+def _association(x: np.ndarray, y: np.ndarray, x_numeric: bool, y_numeric: bool) -> float:
+    """Pearson r (two numerics, as floats), eta (numeric on category codes) or Cramér's V (codes)."""
+    if x_numeric and y_numeric:
+        return _pearson(x, y)
+    if x_numeric or y_numeric:
+        return _eta(x, y) if x_numeric else _eta(y, x)
+    return _cramers_v(x, y)
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:

@@ -144,7 +144,9 @@ class FitRun:
             self._fit_generator(gen, loss_fn)
         if self.plan.dpsgd is not None and (self.state.gan is None or self._gan_steps_left()):
             self._dp_gan(gen, encoder, loss_fn)
-        self.report("done", self.total_steps)
+        # The last event keeps the DP-SGD epochs run, so a finished job does not read "epoch 0".
+        dpsgd = self.plan.dpsgd
+        self.report("done", self.total_steps, epoch=dpsgd.steps * dpsgd.sample_rate if dpsgd else 0.0)
         return encoder, gen
 
     def _check_stop(self, where: str) -> None:

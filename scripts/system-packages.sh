@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install the servers the integration tests run (PostgreSQL, Redis) when they are missing.
-# Idempotent: does nothing when both are already there. It never starts system services;
+# Install what the integration and browser tests run (PostgreSQL, Redis, the Debian chromium
+# browser for Playwright) when it is missing. Idempotent: does nothing when all are there. It never starts system services;
 # the tests start their own throwaway instances on free ports (tests/integration/servers.py).
 set -euo pipefail
 
@@ -12,12 +12,16 @@ have_redis() {
   command -v redis-server >/dev/null 2>&1
 }
 
-if have_postgres && have_redis; then
+have_chromium() {
+  command -v chromium >/dev/null 2>&1
+}
+
+if have_postgres && have_redis && have_chromium; then
   exit 0
 fi
 
 if ! command -v apt-get >/dev/null 2>&1; then
-  echo "system-packages.sh: postgresql or redis-server is missing and apt-get is not available" >&2
+  echo "system-packages.sh: postgresql, redis-server or chromium is missing and apt-get is not available" >&2
   exit 1
 fi
 
@@ -36,13 +40,13 @@ if [ ! -e "$policy" ]; then
   trap '"${as_root[@]}" rm -f "$policy"' EXIT
 fi
 
-echo "system-packages.sh: installing postgresql and redis-server"
+echo "system-packages.sh: installing postgresql, redis-server and chromium"
 export DEBIAN_FRONTEND=noninteractive
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-  postgresql redis-server >/dev/null
+  postgresql redis-server chromium >/dev/null
 
-if ! have_postgres || ! have_redis; then
-  echo "system-packages.sh: postgresql or redis-server still missing after apt-get install" >&2
+if ! have_postgres || ! have_redis || ! have_chromium; then
+  echo "system-packages.sh: postgresql, redis-server or chromium still missing after apt-get install" >&2
   exit 1
 fi

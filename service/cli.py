@@ -129,7 +129,7 @@ def _add_service_commands(sub: Any) -> None:
     _handler(sub.add_parser("migrate", help="bring the database to the newest schema"), f"{server}:migrate")
     _handler(sub.add_parser("health", help="exit 0 when the database and broker answer"), f"{server}:health")
 
-    admin = sub.add_parser("admin", help="bootstrap tenants and API keys").add_subparsers(
+    admin = sub.add_parser("admin", help="bootstrap tenants, users and API keys").add_subparsers(
         dest="action", required=True
     )
     tenant = _handler(
@@ -140,11 +140,25 @@ def _add_service_commands(sub: Any) -> None:
     key.add_argument("--tenant", required=True, help="tenant name or id")
     key.add_argument("--role", required=True, choices=["custodian", "analyst", "auditor", "admin"])
     key.add_argument("--name", default=None, help="a label for the key")
-    _handler(
-        admin.add_parser("new-key", help="print a new DPSYNTH_ENCRYPTION_KEY"), f"{server}:admin_new_key"
+    user = _handler(
+        admin.add_parser("create-user", help="create a web user (name and password)"),
+        f"{server}:admin_create_user",
+    )
+    user.add_argument("--tenant", required=True, help="tenant name or id")
+    user.add_argument("--role", required=True, choices=["custodian", "analyst", "auditor", "admin"])
+    user.add_argument("--name", required=True, help="the name the user logs in with")
+    user.add_argument(
+        "--password-stdin", action="store_true", help="read the password from the first line of stdin"
+    )
+    user.add_argument(
+        "--generate-password", action="store_true", help="generate a password and print it once"
     )
     _handler(
-        admin.add_parser("bootstrap", help="first run: tenant 'default' and a key per role"),
+        admin.add_parser("new-key", help="print a new DPSYNTH_ENCRYPTION_KEY or DPSYNTH_SESSION_SECRET"),
+        f"{server}:admin_new_key",
+    )
+    _handler(
+        admin.add_parser("bootstrap", help="first run: tenant 'default', a key and a user per role"),
         f"{server}:admin_bootstrap",
     )
 

@@ -6,11 +6,14 @@ import argparse
 import base64
 import contextlib
 import ctypes
+import getpass
 import logging
 import os
 import signal
 import subprocess
 import sys
+
+from sqlalchemy.orm import Session
 
 from service.core import audit
 from service.core.audit_verify import verify_file
@@ -19,7 +22,13 @@ from service.core.db import make_engine, make_sessionmaker, transaction
 from service.core.errors import InvalidRequestError
 from service.core.migrate import upgrade
 from service.core.orm import Role, Tenant
-from service.core.security import create_key, create_tenant
+from service.core.security import (
+    check_new_password,
+    create_key,
+    create_tenant,
+    create_user,
+    generate_password,
+)
 
 
 def migrate(_args: argparse.Namespace) -> int:
@@ -133,19 +142,21 @@ def admin_create_tenant(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tenant(session: Session, name_or_id: str) -> Tenant:
+    tenant = (
+        session.get(Tenant, name_or_id) or session.query(Tenant).filter(Tenant.name == name_or_id).first()
+    )
+    if tenant is None:
+        raise InvalidRequestError(f"no tenant {name_or_id!r}; create it with dpsynth admin create-tenant")
+    return tenant
+
+
 def admin_create_key(args: argparse.Namespace) -> int:
     """Create an API key for a tenant (by name or id) and print its token once."""
     settings = get_settings()
     upgrade(settings.database)
     with transaction(make_sessionmaker(make_engine(settings.database))) as session:
-        tenant = (
-            session.get(Tenant, args.tenant)
-            or session.query(Tenant).filter(Tenant.name == args.tenant).first()
-        )
-        if tenant is None:
-            raise InvalidRequestError(
-                f"no tenant {args.tenant!r}; create it with dpsynth admin create-tenant"
-            )
+        tenant = _tenant(session, args.tenant)
         key, token = create_key(
             session, tenant_id=tenant.id, role=Role(args.role), name=args.name or args.role
         )
@@ -162,11 +173,57 @@ def admin_create_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new_password(args: argparse.Namespace) -> tuple[str, bool]:
+    """The password to set and whether it was generated (and must be printed)."""
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif args.generate_password or not sys.stdin.isatty():
+        return generate_password(), True
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise InvalidRequestError("the two passwords differ")
+    check_new_password(password)
+    return password, False
+
+
+def _audit_user(session: Session, user_id: str, tenant_id: str, role: Role) -> None:
+    audit.append(
+        session,
+        action="user.created",
+        actor="operator",
+        tenant_id=tenant_id,
+        object_type="user",
+        object_id=user_id,
+        details={"role": role.value},
+    )
+
+
+def admin_create_user(args: argparse.Namespace) -> int:
+    """Create a web user in a tenant; the password comes from stdin, a prompt, or is generated.
+
+    A generated password is printed once (stdin not a terminal, or ``--generate-password``).
+    """
+    password, generated = _new_password(args)
+    settings = get_settings()
+    upgrade(settings.database)
+    with transaction(make_sessionmaker(make_engine(settings.database))) as session:
+        tenant = _tenant(session, args.tenant)
+        user = create_user(
+            session, tenant_id=tenant.id, role=Role(args.role), name=args.name, password=password
+        )
+        _audit_user(session, user.id, tenant.id, user.role)
+    print(f"created {user.role.value} {user.name!r} in tenant {tenant.name!r}")
+    if generated:
+        print(f"password (shown once): {password}")
+    return 0
+
+
 BOOTSTRAP_FILE = "bootstrap-keys.txt"
 
 
 def admin_bootstrap(_args: argparse.Namespace) -> int:
-    """First run only: a tenant "default" with one key per role, printed and kept in data_dir (0600).
+    """First run only: tenant "default", a key and a web user per role, printed and kept in data_dir (0600).
 
     Later runs find the tenant and only say where the keys are.
     """
@@ -199,17 +256,25 @@ def admin_bootstrap(_args: argparse.Namespace) -> int:
                 details={"role": role.value},
             )
             lines.append(f"{role.value:10} {token}")
+        for role in Role:
+            password = generate_password()
+            user = create_user(session, tenant_id=tenant.id, role=role, name=role.value, password=password)
+            _audit_user(session, user.id, tenant.id, role)
+            lines.append(f"{role.value:10} web login {role.value!r}, password {password}")
     fd = os.open(keys_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write("\n".join(lines) + "\n")
-    print(f"dpsynth: created tenant 'default' with one API key per role (shown once; also in {keys_file}):")
+    print(
+        "dpsynth: created tenant 'default' with one API key and one web login (http://HOST:PORT/ui/) "
+        f"per role (shown once; also in {keys_file}):"
+    )
     for line in lines:
         print(f"  {line}")
     return 0
 
 
 def admin_new_key(_args: argparse.Namespace) -> int:
-    """Print a fresh value for DPSYNTH_ENCRYPTION_KEY."""
+    """Print a fresh value for DPSYNTH_ENCRYPTION_KEY (or DPSYNTH_SESSION_SECRET)."""
     print(base64.b64encode(os.urandom(32)).decode())
     return 0
 

@@ -35,6 +35,7 @@ from models import (
     Synthesizer,
 )
 from models.quality import evaluate_quality
+from models.quality_detail import association_matrix, marginal_comparison
 from service.core import crypto, jobs
 from service.core.config import Settings
 from service.core.db import transaction
@@ -272,8 +273,19 @@ class JobRunner:
         cols = [c for c in table.columns if c in train.columns]
         target = dataset.schema.get("target")
         with contextlib.suppress(ValueError):
+            real, synthetic = train[cols], table[cols]
             report = evaluate_quality(
-                train[cols], holdout[cols], table[cols], target=target if target in cols else None
+                real, holdout[cols], synthetic, target=target if target in cols else None
             )
-            return {**report.to_dict(), "train_rows": len(train), "holdout_rows": len(holdout)}
+            # The pictures of the web form's report: real (train) vs synthetic, custodian-only like the rest.
+            return {
+                **report.to_dict(),
+                "train_rows": len(train),
+                "holdout_rows": len(holdout),
+                "marginals": marginal_comparison(real, synthetic),
+                "associations": {
+                    "real": association_matrix(real, reference=real),
+                    "synthetic": association_matrix(synthetic, reference=real),
+                },
+            }
         return None

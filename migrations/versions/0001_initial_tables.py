@@ -1,8 +1,8 @@
-"""Initial tables: tenants, keys, datasets, jobs, releases, audit log.
+"""Initial tables: tenants, keys, users, datasets, jobs, releases, audit log.
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 15:48:26.210445
+Create Date: 2026-11-23 15:52:26.308655
 """
 
 from __future__ import annotations
@@ -97,6 +97,26 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_datasets_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
+        "users",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("tenant_id", sa.String(length=32), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column(
+            "role",
+            sa.Enum("custodian", "analyst", "auditor", "admin", name="role", native_enum=False, length=16),
+            nullable=False,
+        ),
+        sa.Column("password_hash", sa.String(length=300), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("disabled_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], name=op.f("fk_users_tenant_id_tenants")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
+        sa.UniqueConstraint("name", name=op.f("uq_users_name")),
+    )
+    with op.batch_alter_table("users", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_users_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
         "jobs",
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("tenant_id", sa.String(length=32), nullable=False),
@@ -189,6 +209,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_jobs_dataset_id"))
 
     op.drop_table("jobs")
+    with op.batch_alter_table("users", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_users_tenant_id"))
+
+    op.drop_table("users")
     with op.batch_alter_table("datasets", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_datasets_tenant_id"))
 

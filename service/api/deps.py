@@ -3,6 +3,8 @@
 Access is checked here once, not in each route: ``Caller`` authenticates the key,
 ``require(...)`` checks the role, and ``owned(...)`` loads an object only if it belongs
 to the caller's tenant (another tenant's object is a 404, so ids cannot be probed).
+The web form (``service.web``) authenticates with a session instead and uses the same
+role sets, ``require`` and ``owned``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from celery import Celery
 from fastapi import Depends, Header, Request
@@ -58,16 +60,24 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 @dataclass(frozen=True)
 class Principal:
-    """The authenticated caller."""
+    """The authenticated caller: an API key, or a user logged in to the web form.
 
-    key_id: str
+    Attributes:
+        id: the API key's id, or the user's id (``via`` says which).
+        tenant_id: the caller's tenant; every object access is checked against it.
+        role: what the caller may do.
+        via: ``"key"`` (API and CLI) or ``"user"`` (web session).
+    """
+
+    id: str
     tenant_id: str
     role: Role
+    via: Literal["key", "user"] = "key"
 
     @property
     def actor(self) -> str:
-        """How the audit log names the caller."""
-        return f"key:{self.key_id}"
+        """How the audit log names the caller: ``key:<id>`` or ``user:<id>``."""
+        return f"{self.via}:{self.id}"
 
 
 def get_caller(
@@ -96,30 +106,48 @@ def get_caller(
                 details={"path": request.url.path, "method": request.method, "had_key": token is not None},
             )
         else:
-            return Principal(key_id=key.id, tenant_id=key.tenant_id, role=key.role)
+            return Principal(id=key.id, tenant_id=key.tenant_id, role=key.role)
     raise failure
 
 
 Caller = Annotated[Principal, Depends(get_caller)]
 
 
-def require(*roles: Role) -> Callable[[Principal], Principal]:
-    """A dependency that lets only ``roles`` through."""
+# Who may do what, in one place: the API's dependencies below and the web form's use these.
+CUSTODIAN = (Role.custodian,)
+ADMIN = (Role.admin,)
+AUDITOR = (Role.auditor,)
+RELEASE_READERS = (Role.custodian, Role.analyst, Role.auditor)
+LEDGER_READERS = (Role.custodian, Role.auditor)
 
-    def check(caller: Caller) -> Principal:
-        if caller.role not in roles:
-            allowed = ", ".join(r.value for r in roles)
-            raise PermissionDeniedError(f"this needs the role {allowed}; your key is {caller.role.value}")
-        return caller
+
+def check_role(caller: Principal, roles: tuple[Role, ...]) -> Principal:
+    """``caller`` if its role is one of ``roles``.
+
+    Raises:
+        PermissionDeniedError: naming the roles that may.
+    """
+    if caller.role not in roles:
+        allowed = ", ".join(r.value for r in roles)
+        what = "your key is" if caller.via == "key" else "you are"
+        raise PermissionDeniedError(f"this needs the role {allowed}; {what} {caller.role.value}")
+    return caller
+
+
+def require(*roles: Role, source: Callable[..., Principal] = get_caller) -> Callable[[Principal], Principal]:
+    """A dependency that lets only ``roles`` through; ``source`` authenticates (API key by default)."""
+
+    def check(caller: Principal = Depends(source)) -> Principal:  # noqa: B008 (FastAPI's idiom)
+        return check_role(caller, roles)
 
     return check
 
 
-Custodian = Annotated[Principal, Depends(require(Role.custodian))]
-Admin = Annotated[Principal, Depends(require(Role.admin))]
-Auditor = Annotated[Principal, Depends(require(Role.auditor))]
-ReleaseReader = Annotated[Principal, Depends(require(Role.custodian, Role.analyst, Role.auditor))]
-LedgerReader = Annotated[Principal, Depends(require(Role.custodian, Role.auditor))]
+Custodian = Annotated[Principal, Depends(require(*CUSTODIAN))]
+Admin = Annotated[Principal, Depends(require(*ADMIN))]
+Auditor = Annotated[Principal, Depends(require(*AUDITOR))]
+ReleaseReader = Annotated[Principal, Depends(require(*RELEASE_READERS))]
+LedgerReader = Annotated[Principal, Depends(require(*LEDGER_READERS))]
 
 T = TypeVar("T")
 

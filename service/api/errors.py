@@ -60,7 +60,8 @@ class SafeJSONResponse(JSONResponse):
         return text.encode()
 
 
-def _status(exc: Exception) -> int:
+def status_of(exc: Exception) -> int:
+    """The HTTP status of a service error (400 for one not in ``STATUS``)."""
     for cls, status in STATUS:
         if isinstance(exc, cls):
             return status
@@ -74,7 +75,7 @@ async def service_error(_request: Request, exc: Exception) -> JSONResponse:
         body["epsilon_remaining"] = exc.epsilon_remaining
         body["delta_remaining"] = exc.delta_remaining
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationError) else None
-    return SafeJSONResponse(body, status_code=_status(exc), headers=headers)
+    return SafeJSONResponse(body, status_code=status_of(exc), headers=headers)
 
 
 async def validation_error(_request: Request, exc: Exception) -> JSONResponse:

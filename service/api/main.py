@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from service import web
 from service.api import errors
 from service.api.deps import Services
 from service.api.routes import audit, datasets, jobs, keys, releases
@@ -54,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for module in (datasets, jobs, releases, audit, keys):
         app.include_router(module.router)
+
+    web.install(app, settings)  # the web form under /ui/ (service/web)
 
     @app.get("/health", tags=["health"])
     def health() -> dict[str, str]:

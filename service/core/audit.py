@@ -191,6 +191,12 @@ def events_in_order(session: Session, tenant_id: str | None) -> Iterator[AuditEv
     yield from session.scalars(stmt, execution_options={"yield_per": _BATCH})
 
 
+def recent(session: Session, tenant_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
+    """A tenant's newest ``limit`` events, newest first, as exported (for reading on a page)."""
+    stmt = select(AuditEvent).where(AuditEvent.tenant_id == tenant_id).order_by(AuditEvent.seq.desc())
+    return [exported_row(event) for event in session.scalars(stmt.limit(limit))]
+
+
 def exported_row(event: AuditEvent) -> dict[str, Any]:
     """An event as exported: its record and both hashes."""
     return event_record(event) | {"hash": event.hash, "tenant_hash": event.tenant_hash}

@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 KEY_FILE = "master.key"
+SESSION_KEY_FILE = "session.key"
 
 
 class Settings(BaseSettings):
@@ -34,6 +35,13 @@ class Settings(BaseSettings):
     encryption_key: SecretStr | None = Field(
         default=None, description="base64 of 32 random bytes; wraps every dataset's own key"
     )
+    session_secret: SecretStr | None = Field(
+        default=None, description="signs the web form's session cookies; at least 32 characters"
+    )
+    session_https_only: bool | None = Field(
+        default=None, description="send the session cookie over HTTPS only; default: on in production"
+    )
+    session_max_age: int = Field(default=8 * 3600, gt=0, description="seconds a web login lasts")
     production: bool = Field(default=False, description="refuse to start without explicit secrets")
     max_upload_bytes: int = Field(default=2 << 30, gt=0, description="uploads over this get a 413")
     lease_seconds: float = Field(default=60.0, gt=0, description="a job's lease; renewed by heartbeats")
@@ -60,6 +68,15 @@ class Settings(BaseSettings):
                 )
         return value
 
+    @field_validator("session_secret")
+    @classmethod
+    def _secret_is_long(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError(
+                "DPSYNTH_SESSION_SECRET must be at least 32 characters; make one with: dpsynth admin new-key"
+            )
+        return value
+
     @property
     def database(self) -> str:
         """The database URL actually used."""
@@ -74,6 +91,25 @@ class Settings(BaseSettings):
     def storage(self) -> str:
         """The storage URL actually used."""
         return self.storage_url or (self.data_dir / "storage").as_uri()
+
+    @property
+    def cookies_https_only(self) -> bool:
+        """Whether the session cookie is marked Secure (explicit setting, else production)."""
+        return self.production if self.session_https_only is None else self.session_https_only
+
+    def _generated(self, name: str) -> str:
+        """A random secret kept in ``data_dir/name`` (mode 0600), made on first use."""
+        path = self.data_dir / name
+        if not path.exists():
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process made it first
+                pass
+            else:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(base64.b64encode(secrets.token_bytes(32)).decode())
+        return path.read_text().strip()
 
     def master_key(self) -> bytes:
         """The 32-byte key that wraps per-dataset keys.
@@ -91,16 +127,28 @@ class Settings(BaseSettings):
                 "DPSYNTH_PRODUCTION is set but DPSYNTH_ENCRYPTION_KEY is not: refusing to store raw "
                 "uploads under a generated key; set DPSYNTH_ENCRYPTION_KEY (base64 of 32 random bytes)"
             )
-        path = self.data_dir / KEY_FILE
-        if not path.exists():
-            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(base64.b64encode(secrets.token_bytes(32)).decode())
-        return base64.b64decode(path.read_text().strip())
+        return base64.b64decode(self._generated(KEY_FILE))
+
+    def session_key(self) -> str:
+        """The secret that signs web session cookies.
+
+        Outside production a missing secret is generated once into ``data_dir`` (mode 0600),
+        like the master key, so sessions survive a restart; production refuses.
+
+        Raises:
+            RuntimeError: production mode without ``DPSYNTH_SESSION_SECRET``.
+        """
+        if self.session_secret is not None:
+            return self.session_secret.get_secret_value()
+        if self.production:
+            raise RuntimeError(
+                "DPSYNTH_PRODUCTION is set but DPSYNTH_SESSION_SECRET is not: refusing to sign web "
+                "sessions with a generated secret; set DPSYNTH_SESSION_SECRET (32 random bytes, base64)"
+            )
+        return self._generated(SESSION_KEY_FILE)
 
     def check_production(self) -> None:
-        """Fail closed in production: explicit key, database, broker and storage.
+        """Fail closed in production: explicit keys, database, broker and storage.
 
         Raises:
             RuntimeError: naming every missing setting at once.
@@ -109,7 +157,7 @@ class Settings(BaseSettings):
             return
         missing = [
             f"DPSYNTH_{name.upper()}"
-            for name in ("encryption_key", "database_url", "broker_url", "storage_url")
+            for name in ("encryption_key", "database_url", "broker_url", "storage_url", "session_secret")
             if getattr(self, name) is None
         ]
         if missing:

@@ -1,4 +1,4 @@
-"""The service's tables: tenants, API keys, datasets, jobs and releases.
+"""The service's tables: tenants, API keys, users, datasets, jobs and releases.
 
 The audit log's tables live in ``audit.py``. The budget ledger needs no table of its
 own: a job row *is* the ledger line (it reserves ``epsilon``/``delta`` while active and
@@ -30,7 +30,7 @@ def utcnow() -> datetime:
 
 
 class Role(enum.StrEnum):
-    """What an API key may do, as in DESIGN.md's table."""
+    """What an API key or a user may do, as in DESIGN.md's table."""
 
     custodian = "custodian"
     analyst = "analyst"
@@ -78,6 +78,24 @@ class ApiKey(Base):
     secret_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class User(Base):
+    """A person who logs in to the web form with a name and password; one role in one tenant.
+
+    ``password_hash`` is scrypt with its salt and cost parameters (see ``security.py``);
+    a disabled user cannot log in and their open sessions end at their next request.
+    """
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    role: Mapped[Role] = mapped_column(Enum(Role, native_enum=False, length=16))
+    password_hash: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
 class Dataset(Base):

@@ -1,4 +1,4 @@
-"""Dependencies point one way: service.api -> workers -> service.core -> models."""
+"""Dependencies point one way: service.web -> service.api -> workers -> service.core -> models."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = {
     "models": ("service", "workers"),
-    "service/core": ("workers", "service.api", "service.cli", "service.client"),
-    "workers": ("service.api", "service.cli", "service.client"),
+    "service/core": ("workers", "service.api", "service.web", "service.cli", "service.client"),
+    "workers": ("service.api", "service.web", "service.cli", "service.client"),
+    "service/api/routes": ("service.web",),
 }
 
 

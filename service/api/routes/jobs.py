@@ -37,7 +37,7 @@ def submit_job(body: JobCreate, services: ServicesDep, session: SessionDep, call
     job = ledger.reserve(
         session,
         dataset_id=body.dataset_id,
-        created_by=caller.key_id,
+        created_by=caller.id,
         epsilon=body.epsilon,
         delta=body.delta,
         rows=body.rows,

@@ -157,6 +157,15 @@ def test_progress_reports_monotone_epsilon_up_to_done(table):
     assert {e.phase for e in events} >= {"measure", "generator", "done"}
 
 
+def test_progress_epochs_grow_through_the_dp_gan_phase_and_stay_at_done(table):
+    events = []
+    opts = dict(epsilon=2.0, seed=0, discriminator_share=0.3, dpsgd_epochs=1.0, **FAST)
+    Synthesizer(**opts).fit(table.head(800), progress=events.append)
+    epochs = [e.epoch for e in events if e.phase == "dp-gan"]
+    assert epochs == sorted(epochs) and epochs[-1] == pytest.approx(1.0, rel=0.2)
+    assert events[-1].phase == "done" and events[-1].epoch == pytest.approx(epochs[-1])
+
+
 def test_cancel_during_dp_gan_keeps_the_spend_and_resume_matches_an_uninterrupted_run(table, tmp_path):
     opts = dict(epsilon=2.0, seed=0, discriminator_share=0.3, dpsgd_epochs=1.0, **FAST)
     full = Synthesizer(**opts).fit(table).certificate

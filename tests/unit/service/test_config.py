@@ -44,3 +44,34 @@ def test_production_refuses_to_start_without_explicit_secrets(tmp_path):
 def test_bad_encryption_key_is_refused(value):
     with pytest.raises(ValidationError, match="DPSYNTH_ENCRYPTION_KEY"):
         Settings(encryption_key=value)
+
+
+def test_session_secret_is_generated_once_outside_production(tmp_path):
+    first = Settings(data_dir=tmp_path / "d").session_key()
+    assert len(first) >= 32
+    assert Settings(data_dir=tmp_path / "d").session_key() == first
+    assert stat.S_IMODE((tmp_path / "d" / "session.key").stat().st_mode) == 0o600
+    assert Settings(data_dir=tmp_path / "d", session_secret="s" * 32).session_key() == "s" * 32
+
+
+def test_production_needs_an_explicit_session_secret(tmp_path):
+    settings = Settings(
+        data_dir=tmp_path,
+        production=True,
+        encryption_key=base64.b64encode(os.urandom(32)).decode(),
+        database_url="sqlite:///x.db",
+        broker_url="redis://h",
+        storage_url="file:///tmp/x",
+    )
+    with pytest.raises(RuntimeError, match="DPSYNTH_SESSION_SECRET is not"):
+        settings.session_key()
+    with pytest.raises(RuntimeError, match="but DPSYNTH_SESSION_SECRET is not; refusing to start"):
+        settings.check_production()
+    assert settings.cookies_https_only
+    assert not Settings(data_dir=tmp_path).cookies_https_only
+    assert not (tmp_path / "session.key").exists()
+
+
+def test_short_session_secret_is_refused():
+    with pytest.raises(ValidationError, match="at least 32 characters"):
+        Settings(session_secret="too short")
