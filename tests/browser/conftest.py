@@ -25,6 +25,11 @@ import pytest
 from tests.conftest import make_table
 from tests.integration.processes import Server, cli, service_env, wait_for
 
+try:
+    from playwright.sync_api import expect
+except ImportError:  # the stack fixture skips (or, in CI, fails) and says why
+    expect = None
+
 SCREENSHOTS = Path(os.environ.get("DPSYNTH_SCREENSHOTS") or Path(__file__).parent / "screenshots")
 VIEWPORT = {"width": 1366, "height": 768}  # a common laptop screen
 PASSWORD = "correct horse battery staple"

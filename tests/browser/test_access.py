@@ -6,13 +6,12 @@ import json
 import re
 from pathlib import Path
 
-from playwright.sync_api import expect
 from sqlalchemy import select
 
 from service.core.audit import AuditEvent
 from service.core.audit_verify import verify_file
 from service.core.db import make_engine, make_sessionmaker, transaction
-from tests.browser.conftest import PASSWORD, ROWS, Stack, log_in
+from tests.browser.conftest import PASSWORD, ROWS, Stack, expect, log_in
 
 RAW_FACTS = ("Input SHA-256", "Quality report", "training rows", "The raw upload", f"{ROWS} rows")
 

@@ -8,9 +8,8 @@ import re
 from pathlib import Path
 
 import pandas as pd
-from playwright.sync_api import expect
 
-from tests.browser.conftest import ROWS, Stack, log_in
+from tests.browser.conftest import ROWS, Stack, expect, log_in
 from tests.conftest import make_table
 
 COLUMNS = ["age", "income", "smoker", "region", "children", "outcome"]
@@ -109,6 +108,7 @@ def test_custodian_uploads_reviews_trains_and_downloads(page, stack: Stack, shot
     expect(_row(page, "age").get_by_label("Lowest possible value of age")).to_have_value("18")
     expect(_row(page, "region").locator("td.num")).to_have_text("—")  # public categories: no discovery
     assert _row(page, "age").locator("td.num").inner_text() != discovery_before  # no bounds step now
+    shot(page, "schema-saved")
 
     # New job: over budget first (the error sits next to epsilon), then a real one.
     page.get_by_role("link", name="Next: new job").click()
