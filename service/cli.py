@@ -213,6 +213,24 @@ def _add_service_commands(sub: Any) -> None:
     for parser in (submit, status, cancel):
         _add_client_options(parser)
 
+    batch = sub.add_parser("batch", help="many jobs from one YAML manifest").add_subparsers(
+        dest="action", required=True
+    )
+    b_submit = _handler(
+        batch.add_parser("submit", help="submit a manifest: all its jobs or none"),
+        "service.batch_commands:submit",
+    )
+    b_submit.add_argument("manifest", help="YAML: jobs with dataset or file, epsilon, rows, ...")
+    b_submit.add_argument("--wait", action="store_true", help="follow every job to its end")
+    b_status = _handler(
+        batch.add_parser("status", help="show or follow a batch"), "service.batch_commands:status"
+    )
+    b_status.add_argument("batch")
+    b_status.add_argument("--follow", action="store_true", help="a progress bar per job until all end")
+    for parser in (b_submit, b_status):
+        parser.add_argument("--interval", type=_positive_float, default=1.0)
+        _add_client_options(parser)
+
     releases = sub.add_parser("releases", help="draw and download releases").add_subparsers(
         dest="action", required=True
     )

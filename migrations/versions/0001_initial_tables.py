@@ -1,8 +1,8 @@
-"""Initial tables: tenants, keys, users, datasets, jobs, releases, audit log.
+"""Initial tables: tenants, keys, users, datasets, batches, jobs, releases, audit log.
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 15:52:26.308655
+Create Date: 2026-11-23 16:41:36.465709
 """
 
 from __future__ import annotations
@@ -74,6 +74,18 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_api_keys_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
+        "batches",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("tenant_id", sa.String(length=32), nullable=False),
+        sa.Column("created_by", sa.String(length=32), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], name=op.f("fk_batches_tenant_id_tenants")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_batches")),
+    )
+    with op.batch_alter_table("batches", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_batches_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
         "datasets",
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("tenant_id", sa.String(length=32), nullable=False),
@@ -121,6 +133,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("tenant_id", sa.String(length=32), nullable=False),
         sa.Column("dataset_id", sa.String(length=32), nullable=False),
+        sa.Column("batch_id", sa.String(length=32), nullable=True),
         sa.Column("created_by", sa.String(length=32), nullable=False),
         sa.Column(
             "state",
@@ -156,11 +169,13 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(["batch_id"], ["batches.id"], name=op.f("fk_jobs_batch_id_batches")),
         sa.ForeignKeyConstraint(["dataset_id"], ["datasets.id"], name=op.f("fk_jobs_dataset_id_datasets")),
         sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], name=op.f("fk_jobs_tenant_id_tenants")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
     )
     with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_jobs_batch_id"), ["batch_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_jobs_dataset_id"), ["dataset_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_jobs_state"), ["state"], unique=False)
         batch_op.create_index(batch_op.f("ix_jobs_tenant_id"), ["tenant_id"], unique=False)
@@ -207,6 +222,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_jobs_tenant_id"))
         batch_op.drop_index(batch_op.f("ix_jobs_state"))
         batch_op.drop_index(batch_op.f("ix_jobs_dataset_id"))
+        batch_op.drop_index(batch_op.f("ix_jobs_batch_id"))
 
     op.drop_table("jobs")
     with op.batch_alter_table("users", schema=None) as batch_op:
@@ -217,6 +233,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_datasets_tenant_id"))
 
     op.drop_table("datasets")
+    with op.batch_alter_table("batches", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_batches_tenant_id"))
+
+    op.drop_table("batches")
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_api_keys_tenant_id"))
 

@@ -163,6 +163,20 @@ class JobPublic(_Out):
     release_id: str | None = None
 
 
+class BatchCreate(BaseModel):
+    """Jobs admitted together: all reserve their budget in one transaction, or none does."""
+
+    jobs: list[JobCreate] = Field(min_length=1, max_length=1000)
+
+
+class BatchPublic(BaseModel):
+    """A batch and the current state of each of its jobs."""
+
+    id: str
+    created_at: UTCDateTime
+    jobs: list[JobPublic]
+
+
 class ReleasePublic(_Out):
     """A release: what analysts may see."""
 

@@ -142,6 +142,7 @@ def reserve(
     delta: float | None,
     rows: int,
     options: dict[str, Any],
+    batch_id: str | None = None,
 ) -> Job:
     """Check the budget and create the job that reserves it, under the dataset's lock.
 
@@ -187,10 +188,65 @@ def reserve(
         delta=delta,
         rows=rows,
         options=options,
+        batch_id=batch_id,
     )
     session.add(job)
     session.flush()
     return job
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobRequest:
+    """One job of a batch, as ``reserve`` takes it."""
+
+    dataset_id: str
+    epsilon: float
+    delta: float | None
+    rows: int
+    options: dict[str, Any]
+
+
+def reserve_batch(
+    session: Session, requests: list[JobRequest], *, created_by: str, batch_id: str
+) -> list[Job]:
+    """Reserve every job of a batch in this transaction, or none.
+
+    The datasets are locked first, in id order, so two batches over the same datasets
+    cannot deadlock; each reservation then sees the ones before it (they are flushed), so
+    the sum per dataset is checked. Any refusal raises and the caller's transaction rolls
+    everything back: a manifest over a dataset's budget is refused whole, before anything runs.
+
+    Raises:
+        BudgetExhaustedError, InvalidRequestError, ConflictError: as ``reserve``, naming the job.
+    """
+    for dataset_id in sorted({r.dataset_id for r in requests}):
+        lock_dataset(session, dataset_id)
+    jobs = []
+    for index, r in enumerate(requests):
+        try:
+            jobs.append(
+                reserve(
+                    session,
+                    dataset_id=r.dataset_id,
+                    created_by=created_by,
+                    epsilon=r.epsilon,
+                    delta=r.delta,
+                    rows=r.rows,
+                    options=r.options,
+                    batch_id=batch_id,
+                )
+            )
+        except BudgetExhaustedError as exc:
+            raise BudgetExhaustedError(
+                f"job {index + 1} of the batch (dataset {r.dataset_id}): {exc}; nothing was submitted",
+                epsilon_remaining=exc.epsilon_remaining,
+                delta_remaining=exc.delta_remaining,
+            ) from None
+        except (InvalidRequestError, ConflictError) as exc:
+            raise type(exc)(
+                f"job {index + 1} of the batch (dataset {r.dataset_id}): {exc}; nothing was submitted"
+            ) from None
+    return jobs
 
 
 def settle(job: Job, *, state: JobState, epsilon: float, delta: float) -> None:

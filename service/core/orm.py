@@ -125,6 +125,17 @@ class Dataset(Base):
     raw_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
+class Batch(Base):
+    """Jobs submitted together from one manifest; admitted all together or not at all."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    created_by: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Job(Base):
     """One training run; its row is the job's source of truth, not the broker's message."""
 
@@ -133,6 +144,7 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), index=True, default=None)
     created_by: Mapped[str] = mapped_column(String(32))
     state: Mapped[JobState] = mapped_column(Enum(JobState, native_enum=False, length=16), index=True)
     # The reservation: what the job may spend.

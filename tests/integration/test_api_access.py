@@ -146,12 +146,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             job_id = client.post("/jobs", json={"dataset_id": dataset_id, "epsilon": 0.01, "rows": 5}).json()[
                 "id"
             ]
+            batch_id = client.post(
+                "/batches", json={"jobs": [{"dataset_id": dataset_id, "epsilon": 0.01, "rows": 5}]}
+            ).json()["id"]
         other_custodian = service.key(CUSTODIAN, tenant="globex")
         with service.client(other_custodian) as client:
             other_dataset = dataset_with_budget(client, epsilon=100.0, delta=0.1)
             other_release = make_release(service, client, other_dataset)
             other_job = client.post(
                 "/jobs", json={"dataset_id": other_dataset, "epsilon": 0.01, "rows": 5}
+            ).json()["id"]
+            other_batch = client.post(
+                "/batches", json={"jobs": [{"dataset_id": other_dataset, "epsilon": 0.01, "rows": 5}]}
             ).json()["id"]
         other_key = key_id(service.key(ANALYST, tenant="globex"))
         world = World(
@@ -162,12 +168,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 "job_id": job_id,
                 "release_id": release_id,
                 "key_id": key_id(tokens[ANALYST]),
+                "batch_id": batch_id,
             },
             other={
                 "dataset_id": other_dataset,
                 "job_id": other_job,
                 "release_id": other_release,
                 "key_id": other_key,
+                "batch_id": other_batch,
             },
             other_custodian=other_custodian,
         )
@@ -219,6 +227,11 @@ MATRIX: dict[tuple[str, str], Entry] = {
         _with(json=lambda w: {"dataset_id": w.ids["dataset_id"], "epsilon": 0.01, "rows": 5}),
     ),
     ("GET", "/jobs"): Entry({CUSTODIAN: 200}),
+    ("POST", "/batches"): Entry(
+        {CUSTODIAN: 201},
+        _with(json=lambda w: {"jobs": [{"dataset_id": w.ids["dataset_id"], "epsilon": 0.01, "rows": 5}] * 2}),
+    ),
+    ("GET", "/batches/{batch_id}"): Entry({CUSTODIAN: 200}),
     ("GET", "/jobs/{job_id}"): Entry({CUSTODIAN: 200}),
     ("POST", "/jobs/{job_id}/cancel"): Entry({CUSTODIAN: 200}, fresh={"job_id": World.fresh_job}),
     ("POST", "/jobs/{job_id}/releases"): Entry(

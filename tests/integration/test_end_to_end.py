@@ -131,3 +131,32 @@ def test_cli_client_errors_are_one_line(stack, tmp_path: Path):
     )
     assert bad_key.returncode == 2
     assert bad_key.stderr.strip() == "dpsynth: error: server said 401: invalid or revoked API key"
+
+
+def test_batch_manifest_is_checked_then_admitted_whole(stack, tmp_path: Path):
+    env, _ = stack
+    token = cli(env, "admin", "create-key", "--tenant", "acme", "--role", "custodian").stdout.strip()
+    as_custodian = {**env, "DPSYNTH_API_KEY": token}
+    make_table(400, seed=5).to_csv(tmp_path / "clinic.csv", index=False)
+    over = tmp_path / "over.yaml"
+    over.write_text(
+        "jobs:\n"
+        "  - {file: clinic.csv, budget: {epsilon: 1}, epsilon: 0.6, rows: 10}\n"
+        "  - {file: clinic.csv, budget: {epsilon: 1}, epsilon: 0.6, rows: 10}\n"
+    )
+    refused = cli(as_custodian, "batch", "submit", str(over), check=False)
+    assert refused.returncode == 2
+    assert "clinic.csv: its jobs need epsilon 1.2 but its budget is 1" in refused.stderr
+    assert "nothing was uploaded or submitted" in refused.stderr
+    assert cli(as_custodian, "datasets", "list").stdout == ""  # nothing was uploaded
+
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        "jobs:\n"
+        "  - {file: clinic.csv, budget: {epsilon: 1}, epsilon: 0.5, rows: 20, seed: 1}\n"
+        "  - {file: clinic.csv, budget: {epsilon: 1}, epsilon: 0.5, rows: 30, seed: 2}\n"
+    )
+    done = cli(as_custodian, "batch", "submit", str(good), "--wait", "--interval", "0.3", "--quiet")
+    assert "2 jobs queued" in done.stdout
+    assert done.stdout.count(": succeeded, release ") == 2, done.stdout + done.stderr
+    assert len(cli(as_custodian, "datasets", "list").stdout.strip().splitlines()) == 1  # uploaded once

@@ -19,7 +19,8 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 log = logging.getLogger(__name__)
 
 
-def _public(session: SessionDep, job: Job) -> JobPublic:
+def public_job(session: SessionDep, job: Job) -> JobPublic:
+    """A job's public view, with its first release if it has one."""
     out = JobPublic.model_validate(job)
     out.release_id = session.scalar(select(Release.id).where(Release.job_id == job.id).limit(1))
     return out
@@ -33,7 +34,7 @@ def submit_job(body: JobCreate, services: ServicesDep, session: SessionDep, call
     never looks for a job that does not exist yet.
     """
     owned(session, Dataset, body.dataset_id, caller)
-    options = body.model_dump(exclude={"dataset_id", "epsilon", "delta", "rows"}, exclude_none=True)
+    options = job_options(body)
     job = ledger.reserve(
         session,
         dataset_id=body.dataset_id,
@@ -53,11 +54,17 @@ def submit_job(body: JobCreate, services: ServicesDep, session: SessionDep, call
         details={"dataset_id": job.dataset_id, "epsilon": job.epsilon, "delta": job.delta, "rows": job.rows},
     )
     celery = services.celery
-    after_commit(session, lambda: _publish(celery, TRAIN_TASK, job.id))
-    return _public(session, job)
+    after_commit(session, lambda: publish(celery, TRAIN_TASK, job.id))
+    return public_job(session, job)
 
 
-def _publish(celery: Celery, task: str, object_id: str) -> None:
+def job_options(body: JobCreate) -> dict:
+    """The engine options of a job request (seed and advanced settings)."""
+    return body.model_dump(exclude={"dataset_id", "epsilon", "delta", "rows"}, exclude_none=True)
+
+
+def publish(celery: Celery, task: str, object_id: str) -> None:
+    """Send ``task`` for a committed row; a failure is logged for the reconciler to retry."""
     # The row is committed by now, so the answer is a success either way: a failed send is
     # logged and the row stays queued/pending for the reconciler to send again, never a 500
     # that would make the client submit, and reserve, again.
@@ -75,20 +82,20 @@ def list_jobs(session: SessionDep, caller: Custodian, dataset_id: str | None = N
         if not is_object_id(dataset_id):
             return []
         query = query.where(Job.dataset_id == dataset_id)
-    return [_public(session, job) for job in session.scalars(query)]
+    return [public_job(session, job) for job in session.scalars(query)]
 
 
 @router.get("/{job_id}", response_model=JobPublic)
 def get_job(job_id: str, session: SessionDep, caller: Custodian) -> JobPublic:
     """State, progress (fraction, phase, epoch) and epsilon spent so far."""
-    return _public(session, owned(session, Job, job_id, caller))
+    return public_job(session, owned(session, Job, job_id, caller))
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
 def cancel_job(job_id: str, session: SessionDep, caller: Custodian) -> JobPublic:
     """Cancel: a queued job ends uncharged; a running one stops and is charged what it spent."""
     job = owned(session, Job, job_id, caller, lock=True)
-    return _public(session, jobs.request_cancel(session, job, actor=caller.actor))
+    return public_job(session, jobs.request_cancel(session, job, actor=caller.actor))
 
 
 @router.post("/{job_id}/releases", status_code=status.HTTP_202_ACCEPTED, response_model=ReleasePublic)
@@ -102,7 +109,7 @@ def request_release(
     job = owned(session, Job, job_id, caller)
     release = releases.request(session, job, rows=body.rows, actor=caller.actor)
     celery = services.celery
-    after_commit(session, lambda: _publish(celery, SAMPLE_TASK, release.id))
+    after_commit(session, lambda: publish(celery, SAMPLE_TASK, release.id))
     return ReleasePublic(
         id=release.id,
         job_id=job.id,
