@@ -151,24 +151,28 @@ def _tenant(session: Session, name_or_id: str) -> Tenant:
     return tenant
 
 
+def _operator_key(session: Session, tenant_id: str, role: Role, name: str) -> str:
+    """A new API key made by the operator, audited; returns its token."""
+    key, token = create_key(session, tenant_id=tenant_id, role=role, name=name)
+    audit.append(
+        session,
+        action="key.created",
+        actor="operator",
+        tenant_id=tenant_id,
+        object_type="api_key",
+        object_id=key.id,
+        details={"role": role.value},
+    )
+    return token
+
+
 def admin_create_key(args: argparse.Namespace) -> int:
     """Create an API key for a tenant (by name or id) and print its token once."""
     settings = get_settings()
     upgrade(settings.database)
     with transaction(make_sessionmaker(make_engine(settings.database))) as session:
         tenant = _tenant(session, args.tenant)
-        key, token = create_key(
-            session, tenant_id=tenant.id, role=Role(args.role), name=args.name or args.role
-        )
-        audit.append(
-            session,
-            action="key.created",
-            actor="operator",
-            tenant_id=tenant.id,
-            object_type="api_key",
-            object_id=key.id,
-            details={"role": key.role.value},
-        )
+        token = _operator_key(session, tenant.id, Role(args.role), args.name or args.role)
     print(token)
     return 0
 
@@ -245,16 +249,7 @@ def admin_bootstrap(_args: argparse.Namespace) -> int:
         )
         lines = []
         for role in Role:
-            key, token = create_key(session, tenant_id=tenant.id, role=role, name=f"first-run {role.value}")
-            audit.append(
-                session,
-                action="key.created",
-                actor="operator",
-                tenant_id=tenant.id,
-                object_type="api_key",
-                object_id=key.id,
-                details={"role": role.value},
-            )
+            token = _operator_key(session, tenant.id, role, f"first-run {role.value}")
             lines.append(f"{role.value:10} {token}")
         for role in Role:
             password = generate_password()

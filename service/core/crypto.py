@@ -216,6 +216,18 @@ class EncryptingWriter:
             self.abort()
 
 
+def _open_stream(raw_file: IO[bytes], data_key: bytes, context: bytes) -> tuple[bytes, AESGCM]:
+    """Read and check a stream's header; returns it and the stream's cipher."""
+    _check_key("data key", data_key)
+    header = _read_exactly(raw_file, HEADER.size)
+    if len(header) < HEADER.size or not header.startswith(MAGIC):
+        raise DecryptionError("not a dpsynth encrypted stream: the DPS1 header is missing")
+    _, version, salt = HEADER.unpack(header)
+    if version != VERSION:
+        raise DecryptionError(f"encrypted stream version {version} is not supported; expected {VERSION}")
+    return header, _file_cipher(data_key, salt, context)
+
+
 class DecryptingReader(io.RawIOBase):
     """A readable binary stream over a file written by :class:`EncryptingWriter`.
 
@@ -231,17 +243,9 @@ class DecryptingReader(io.RawIOBase):
 
     def __init__(self, raw_file: IO[bytes], data_key: bytes, *, context: str) -> None:
         super().__init__()
-        _check_key("data key", data_key)
         self._raw = raw_file
         self._context = _context_bytes(context)
-        header = _read_exactly(raw_file, HEADER.size)
-        if len(header) < HEADER.size or not header.startswith(MAGIC):
-            raise DecryptionError("not a dpsynth encrypted stream: the DPS1 header is missing")
-        _, version, salt = HEADER.unpack(header)
-        if version != VERSION:
-            raise DecryptionError(f"encrypted stream version {version} is not supported; expected {VERSION}")
-        self._header = header
-        self._aead = _file_cipher(data_key, salt, self._context)
+        self._header, self._aead = _open_stream(raw_file, data_key, self._context)
         self._index = 0
         self._lookahead = b""
         self._plain = memoryview(b"")
@@ -318,17 +322,9 @@ class SeekableDecryptingReader(io.RawIOBase):
 
     def __init__(self, raw_file: IO[bytes], data_key: bytes, *, context: str) -> None:
         super().__init__()
-        _check_key("data key", data_key)
         self._raw = raw_file
         self._context = _context_bytes(context)
-        header = _read_exactly(raw_file, HEADER.size)
-        if len(header) < HEADER.size or not header.startswith(MAGIC):
-            raise DecryptionError("not a dpsynth encrypted stream: the DPS1 header is missing")
-        _, version, salt = HEADER.unpack(header)
-        if version != VERSION:
-            raise DecryptionError(f"encrypted stream version {version} is not supported; expected {VERSION}")
-        self._header = header
-        self._aead = _file_cipher(data_key, salt, self._context)
+        self._header, self._aead = _open_stream(raw_file, data_key, self._context)
         body = raw_file.seek(0, io.SEEK_END) - HEADER.size
         full = CHUNK_SIZE + TAG_SIZE
         self._chunks = max(1, -(-body // full))

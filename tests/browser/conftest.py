@@ -24,6 +24,7 @@ import pytest
 
 from tests.conftest import make_table
 from tests.integration.processes import Server, cli, service_env, wait_for
+from tests.integration.servers import unavailable
 
 try:
     from playwright.sync_api import expect
@@ -34,16 +35,6 @@ SCREENSHOTS = Path(os.environ.get("DPSYNTH_SCREENSHOTS") or Path(__file__).paren
 VIEWPORT = {"width": 1366, "height": 768}  # a common laptop screen
 PASSWORD = "correct horse battery staple"
 ROWS = 400
-
-
-def _unavailable(reason: str | None) -> None:
-    if reason is None:
-        return
-    if os.environ.get("DPSYNTH_REQUIRE_SERVERS"):
-        pytest.fail(
-            f"{reason}; DPSYNTH_REQUIRE_SERVERS is set (run scripts/system-packages.sh)", pytrace=False
-        )
-    pytest.skip(reason)
 
 
 def chromium_missing() -> str | None:
@@ -95,7 +86,7 @@ def _create_users(env: dict[str, str], users: list[tuple[str, str, str]]) -> Non
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """``dpsynth serve`` on a temp data dir with tenants acme and globex and their users."""
-    _unavailable(chromium_missing())
+    unavailable(chromium_missing())
     root = tmp_path_factory.mktemp("browser")
     env = service_env(root / "data")
     for tenant in ("acme", "globex"):

@@ -7,30 +7,25 @@ sets it), in which case they fail: in CI a missing server is an error, not a ski
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 import redis
 
 from tests.integration.live import LiveService, live_service, service_settings
-from tests.integration.servers import PostgresServer, RedisServer, postgres_missing, redis_missing
-
-
-def _unavailable(reason: str | None) -> None:
-    if reason is None:
-        return
-    if os.environ.get("DPSYNTH_REQUIRE_SERVERS"):
-        pytest.fail(
-            f"{reason}; DPSYNTH_REQUIRE_SERVERS is set (run scripts/system-packages.sh)", pytrace=False
-        )
-    pytest.skip(reason)
+from tests.integration.servers import (
+    PostgresServer,
+    RedisServer,
+    postgres_missing,
+    redis_missing,
+    unavailable,
+)
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """One PostgreSQL server for the session; tests should use their own database."""
-    _unavailable(postgres_missing())
+    unavailable(postgres_missing())
     with PostgresServer() as server:
         yield server
 
@@ -38,7 +33,7 @@ def postgres_server() -> Iterator[PostgresServer]:
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """One Redis server for the session (no persistence); `restart()` keeps its port."""
-    _unavailable(redis_missing())
+    unavailable(redis_missing())
     with RedisServer() as server:
         yield server
 

@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import psycopg
+import pytest
 import redis
 from psycopg import sql
 
@@ -318,3 +319,17 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def unavailable(reason: str | None) -> None:
+    """Skip for ``reason`` (a missing server or browser), or fail if DPSYNTH_REQUIRE_SERVERS is set.
+
+    scripts/test.sh sets it, so in CI a missing server is an error, not a silent skip.
+    """
+    if reason is None:
+        return
+    if os.environ.get("DPSYNTH_REQUIRE_SERVERS"):
+        pytest.fail(
+            f"{reason}; DPSYNTH_REQUIRE_SERVERS is set (run scripts/system-packages.sh)", pytrace=False
+        )
+    pytest.skip(reason)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, status
 from sqlalchemy import select
 
 from service.api.deps import Custodian, ServicesDep, SessionDep, is_object_id, owned
+from service.api.routes.releases import public_release
 from service.api.schemas import JobCreate, JobPublic, ReleaseCreate, ReleasePublic
 from service.core import audit, jobs, ledger, releases
 from service.core.db import after_commit
@@ -110,13 +111,4 @@ def request_release(
     release = releases.request(session, job, rows=body.rows, actor=caller.actor)
     celery = services.celery
     after_commit(session, lambda: publish(celery, SAMPLE_TASK, release.id))
-    return ReleasePublic(
-        id=release.id,
-        job_id=job.id,
-        dataset_id=job.dataset_id,
-        rows=release.rows,
-        created_at=release.created_at,
-        epsilon=job.epsilon_charged if job.epsilon_charged is not None else job.epsilon,
-        delta=job.delta_charged if job.delta_charged is not None else job.delta,
-        state="pending",
-    )
+    return public_release(release, job)

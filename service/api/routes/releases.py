@@ -23,7 +23,8 @@ router = APIRouter(prefix="/releases", tags=["releases"])
 _CHUNK = 1 << 20
 
 
-def _public(release: Release, job: Job) -> ReleasePublic:
+def public_release(release: Release, job: Job) -> ReleasePublic:
+    """A release's public view; it cost what its job was charged."""
     return ReleasePublic(
         id=release.id,
         job_id=release.job_id,
@@ -45,7 +46,7 @@ def list_releases(session: SessionDep, caller: ReleaseReader) -> list[ReleasePub
         .where(Release.tenant_id == caller.tenant_id)
         .order_by(Release.created_at.desc())
     ).all()
-    return [_public(release, job) for release, job in rows]
+    return [public_release(release, job) for release, job in rows]
 
 
 @router.get("/{release_id}", response_model=ReleasePublic)
@@ -54,7 +55,7 @@ def get_release(release_id: str, session: SessionDep, caller: ReleaseReader) -> 
     release = owned(session, Release, release_id, caller)
     job = session.get(Job, release.job_id)
     assert job is not None
-    return _public(release, job)
+    return public_release(release, job)
 
 
 # Facts about the raw upload that a certificate may carry for the custodian: a hash of the raw
