@@ -17,22 +17,23 @@ log = logging.getLogger(__name__)
 
 def reconcile_once(
     sessions: sessionmaker[Session], celery: Celery | None = None, *, resend_after: float = 600.0
-) -> list[str]:
-    """Settle every expired lease now (returns those job ids); re-send messages that may be lost."""
+) -> jobs.Reconciled:
+    """Requeue or fail every expired lease now; re-send messages that may be lost."""
     with transaction(sessions) as session:
-        settled = jobs.reconcile(session)
-    for job_id in settled:
-        log.warning("job %s: %s; marked failed and charged its reservation", job_id, jobs.WORKER_LOST)
+        done = jobs.reconcile(session)
+    for job_id in done.failed:
+        log.warning("job %s: %s too often; failed and charged its reservation", job_id, jobs.WORKER_LOST)
+    for job_id in done.requeued:
+        log.warning("job %s: %s; back in the queue to resume from its checkpoint", job_id, jobs.WORKER_LOST)
     if celery is not None:
         with transaction(sessions) as session:
             queued, pending = jobs.stale_messages(session, older_than=resend_after)
-        for task, ids in ((TRAIN_TASK, queued), (SAMPLE_TASK, pending)):
-            for object_id in ids:
-                log.warning(
-                    "%s %s waited %.0f s unclaimed; sending its message again", task, object_id, resend_after
-                )
-                celery.send_task(task, args=[object_id])
-    return settled
+        resend = [(TRAIN_TASK, job_id) for job_id in [*done.requeued, *queued]]
+        resend += [(SAMPLE_TASK, release_id) for release_id in pending]
+        for task, object_id in resend:
+            log.warning("sending %s %s (again)", task, object_id)
+            celery.send_task(task, args=[object_id])
+    return done
 
 
 class Reconciler(threading.Thread):

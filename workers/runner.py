@@ -65,6 +65,25 @@ def model_key(job_id: str) -> str:
     return f"models/{job_id}/model.pt"
 
 
+def checkpoint_key(job_id: str) -> str:
+    """Storage key of a job's latest checkpoint (ledger, plan, measurements, network states)."""
+    return f"jobs/{job_id}/checkpoint.pt"
+
+
+def copy_to_storage(path: Path, storage: Storage, key: str) -> None:
+    """Upload a local file (atomically, as every storage write)."""
+    with path.open("rb") as src, storage.open_write(key) as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+
+
+def copy_from_storage(storage: Storage, key: str, path: Path) -> None:
+    """Download a stored object to a local file."""
+    with storage.open_read(key) as src, path.open("wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+
+
 def write_release(storage: Storage, key: str, table: pd.DataFrame) -> None:
     """Store a release's table as Parquet (row groups keep CSV downloads streaming)."""
     buffer = io.BytesIO()
@@ -168,8 +187,9 @@ class JobRunner:
         finally:
             heartbeat.stop()
 
-    def _progress(self, job_id: str) -> Any:
+    def _progress(self, job_id: str, checkpoint: Path) -> Any:
         last = [0.0]
+        shipped = [checkpoint.stat().st_mtime_ns if checkpoint.exists() else 0]
 
         def report(event: ProgressEvent) -> None:
             now = time.monotonic()
@@ -177,7 +197,7 @@ class JobRunner:
                 return
             last[0] = now
             with transaction(self.sessions) as session:
-                jobs.report_progress(
+                ours = jobs.report_progress(
                     session,
                     job_id,
                     owner=self.owner,
@@ -186,6 +206,11 @@ class JobRunner:
                     epoch=event.epoch,
                     epsilon=event.epsilon_spent,
                 )
+            # A new checkpoint goes to shared storage, where the next worker resumes from it
+            # if this one dies; a worker that lost the job must not overwrite its successor's.
+            if ours and checkpoint.exists() and checkpoint.stat().st_mtime_ns != shipped[0]:
+                shipped[0] = checkpoint.stat().st_mtime_ns
+                copy_to_storage(checkpoint, self.storage, checkpoint_key(job_id))
 
         return report
 
@@ -199,12 +224,17 @@ class JobRunner:
             synth = Synthesizer(
                 epsilon=job.epsilon, delta=job.delta, schema=dataset.schema, seed=seed, **extra
             )
-            synth.fit(
-                train,
-                progress=self._progress(job.id),
-                should_stop=lambda: heartbeat.cancel.is_set() or heartbeat.lost.is_set(),
-                input_sha256=dataset.sha256,
-            )
+            with tempfile.TemporaryDirectory() as tmp:
+                checkpoint = Path(tmp) / "checkpoint.pt"
+                if self.storage.exists(checkpoint_key(job.id)):  # an earlier attempt died: resume
+                    copy_from_storage(self.storage, checkpoint_key(job.id), checkpoint)
+                synth.fit(
+                    train,
+                    progress=self._progress(job.id, checkpoint),
+                    should_stop=lambda: heartbeat.cancel.is_set() or heartbeat.lost.is_set(),
+                    checkpoint_path=checkpoint,
+                    input_sha256=dataset.sha256,
+                )
             return self._finish(job, dataset, synth, train, holdout)
         except FitCancelledError as exc:
             reason = "lease lost" if heartbeat.lost.is_set() else "cancelled by request"
@@ -220,12 +250,15 @@ class JobRunner:
     def _stop(self, job: Job, state: JobState, epsilon: float, error: str | None) -> JobState:
         try:
             with transaction(self.sessions) as session:
-                return jobs.stop(
+                final = jobs.stop(
                     session, job.id, owner=self.owner, state=state, epsilon=epsilon, error=error
-                ).state
+                )
         except ConflictError:
-            log.warning("job %s was settled elsewhere (lease lost); leaving it as it is", job.id)
+            # Requeued or settled elsewhere: its checkpoint may be another worker's now.
+            log.warning("job %s is no longer ours (lease lost); leaving it as it is", job.id)
             return JobState.failed
+        self.storage.delete(checkpoint_key(job.id))
+        return final.state
 
     def _finish(
         self, job: Job, dataset: Dataset, synth: Synthesizer, train: pd.DataFrame, holdout: pd.DataFrame
@@ -233,9 +266,7 @@ class JobRunner:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.pt"
             synth.save(path)
-            with path.open("rb") as src, self.storage.open_write(model_key(job.id)) as dst:
-                while chunk := src.read(1 << 20):
-                    dst.write(chunk)
+            copy_to_storage(path, self.storage, model_key(job.id))
         release_id = new_id()
         table = synth.sample(job.rows)
         write_release(self.storage, release_key(release_id), table)
@@ -262,6 +293,7 @@ class JobRunner:
             jobs.succeed(
                 session, job.id, owner=self.owner, epsilon=spent, model_key=model_key(job.id), release=release
             )
+        self.storage.delete(checkpoint_key(job.id))
         return JobState.succeeded
 
     @staticmethod

@@ -9,6 +9,7 @@ transaction as the change itself.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -157,12 +158,25 @@ def request_cancel(session: Session, job: Job, *, actor: str) -> Job:
     return job
 
 
-def reconcile(session: Session) -> list[str]:
-    """Settle every running job whose lease ran out; returns their ids.
+MAX_ATTEMPTS = 2
 
-    Such a job's worker died somewhere in training. What it spent cannot be read back
-    from a dead process, so the job is charged its whole reservation (the most it could
-    have spent) and marked failed: a lost job never loses a charge.
+
+@dataclass(frozen=True)
+class Reconciled:
+    """What a sweep did: jobs put back in the queue, and jobs given up on."""
+
+    requeued: list[str]
+    failed: list[str]
+
+
+def reconcile(session: Session, *, max_attempts: int = MAX_ATTEMPTS) -> Reconciled:
+    """Deal with every running job whose lease ran out (its worker died mid-training).
+
+    Below ``max_attempts`` the job goes back to the queue, its reservation kept: the next
+    worker resumes it from its last checkpoint, accountant state included, so it is
+    charged once, when it ends, what the whole run spent. At ``max_attempts`` (a job that
+    keeps killing its workers) it fails and is charged its whole reservation: what the
+    dead attempts spent cannot be read back, and a lost job never loses a charge.
     """
     now = utcnow()
     expired = session.scalars(
@@ -170,14 +184,20 @@ def reconcile(session: Session) -> list[str]:
         .where(Job.state == JobState.running, or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now))
         .with_for_update(skip_locked=True)
     ).all()
+    done = Reconciled(requeued=[], failed=[])
     for job in expired:
-        settle(job, state=JobState.failed, epsilon=job.epsilon, delta=job.delta)
-        job.finished_at, job.error = now, WORKER_LOST
         job.lease_owner = job.lease_expires_at = None
-        _audit_state(
-            session, job, "system:reconciler", epsilon_charged=job.epsilon_charged, error=WORKER_LOST
-        )
-    return [job.id for job in expired]
+        if job.attempts < max_attempts:
+            job.state, job.phase, job.resent_at = JobState.queued, "requeued", now
+            _audit_state(session, job, "system:reconciler", reason=WORKER_LOST, attempts=job.attempts)
+            done.requeued.append(job.id)
+            continue
+        settle(job, state=JobState.failed, epsilon=job.epsilon, delta=job.delta)
+        job.finished_at = now
+        job.error = f"{WORKER_LOST}, {job.attempts} times; given up"
+        _audit_state(session, job, "system:reconciler", epsilon_charged=job.epsilon_charged, error=job.error)
+        done.failed.append(job.id)
+    return done
 
 
 def stale_messages(session: Session, *, older_than: float) -> tuple[list[str], list[str]]:

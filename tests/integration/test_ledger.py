@@ -69,24 +69,28 @@ def test_charges_settle_once_and_return_the_unspent_reservation(service_any_db: 
     assert budget["epsilon_remaining"] == pytest.approx(0.75)
 
 
-def test_expired_lease_is_failed_and_charged_the_whole_reservation(service_any_db: LiveService):
+def test_expired_lease_is_requeued_then_failed_and_charged_the_whole_reservation(service_any_db: LiveService):
     token = service_any_db.key("custodian")
     with service_any_db.client(token) as client:
         dataset_id = dataset_with_budget(client, epsilon=1.0)
-        job_id = client.post("/jobs", json={"dataset_id": dataset_id, "epsilon": 0.4, "rows": 10}).json()[
-            "id"
-        ]
-    with service_any_db.sessions() as session, session.begin():
-        jobs.claim(session, job_id, owner="w1", lease_seconds=-1)  # already expired
-    with service_any_db.sessions() as session, session.begin():
-        assert jobs.reconcile(session) == [job_id]
-    with service_any_db.sessions() as session, session.begin():
-        assert jobs.reconcile(session) == []
-    with service_any_db.client(token) as client:
-        job = client.get(f"/jobs/{job_id}").json()
+        job_id = client.post("/jobs", json={"dataset_id": dataset_id, "epsilon": 0.4, "rows": 5}).json()["id"]
+    for attempt in (1, 2):
+        with service_any_db.sessions() as session, session.begin():
+            assert jobs.claim(session, job_id, owner=f"w{attempt}", lease_seconds=-1) is not None  # expired
+        with service_any_db.sessions() as session, session.begin():
+            done = jobs.reconcile(session)
+        assert done == (jobs.Reconciled([job_id], []) if attempt == 1 else jobs.Reconciled([], [job_id]))
+        with service_any_db.client(token) as client:
+            job = client.get(f"/jobs/{job_id}").json()
+            budget = client.get(f"/datasets/{dataset_id}/ledger").json()["budget"]
+        if attempt == 1:  # back in the queue, its reservation kept, nothing charged yet
+            assert (job["state"], job["epsilon_charged"], budget["epsilon_reserved"]) == ("queued", None, 0.4)
     assert job["state"] == "failed"
     assert job["epsilon_charged"] == pytest.approx(0.4)
-    assert "lease" in job["error"]
+    assert "lease" in job["error"] and "2 times" in job["error"]
+    assert budget["epsilon_reserved"] == 0
+    with service_any_db.sessions() as session, session.begin():
+        assert jobs.reconcile(session) == jobs.Reconciled([], [])
 
 
 def test_reserve_refuses_delta_at_or_above_one_over_n(service: LiveService):
