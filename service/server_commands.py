@@ -124,20 +124,26 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator_tenant(session: Session, name: str) -> Tenant:
+    """A new tenant made by the operator, audited."""
+    tenant = create_tenant(session, name)
+    audit.append(
+        session,
+        action="tenant.created",
+        actor="operator",
+        tenant_id=tenant.id,
+        object_type="tenant",
+        object_id=tenant.id,
+    )
+    return tenant
+
+
 def admin_create_tenant(args: argparse.Namespace) -> int:
     """Create a tenant (directly in the database; the operator's bootstrap step)."""
     settings = get_settings()
     upgrade(settings.database)
     with transaction(make_sessionmaker(make_engine(settings.database))) as session:
-        tenant = create_tenant(session, args.name)
-        audit.append(
-            session,
-            action="tenant.created",
-            actor="operator",
-            tenant_id=tenant.id,
-            object_type="tenant",
-            object_id=tenant.id,
-        )
+        tenant = _operator_tenant(session, args.name)
     print(tenant.id)
     return 0
 
@@ -238,15 +244,7 @@ def admin_bootstrap(_args: argparse.Namespace) -> int:
         if session.query(Tenant).first() is not None:
             print(f"dpsynth: already set up; first-run keys are in {keys_file} (if nobody removed it)")
             return 0
-        tenant = create_tenant(session, "default")
-        audit.append(
-            session,
-            action="tenant.created",
-            actor="operator",
-            tenant_id=tenant.id,
-            object_type="tenant",
-            object_id=tenant.id,
-        )
+        tenant = _operator_tenant(session, "default")
         lines = []
         for role in Role:
             token = _operator_key(session, tenant.id, role, f"first-run {role.value}")
