@@ -61,11 +61,15 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
             dataset_id = dataset_with_budget(client, epsilon=1000.0, delta=0.1)
             release_id = make_release(service, client, dataset_id)
             job = client.post("/jobs", json={"dataset_id": dataset_id, "epsilon": 0.1, "rows": 5})
+            batch = client.post(
+                "/batches", json={"jobs": [{"dataset_id": dataset_id, "epsilon": 0.1, "rows": 5}]}
+            )
         ids = {
             "dataset_id": dataset_id,
             "job_id": job.json()["id"],
             "release_id": release_id,
             "key_id": key_id(service.key("analyst")),  # revoking it locks no one out
+            "batch_id": batch.json()["id"],
         }
         yield Target(service=service, tokens=tokens, ids=ids)
 
