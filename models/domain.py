@@ -198,7 +198,10 @@ def _fractional(index: int) -> bool:
 def _grid(lo: float, hi: float, kind: ColumnKind) -> tuple[np.ndarray, bool]:
     """Cell edges over [lo, hi]: one cell per integer when few, log-spaced when wide."""
     if kind is ColumnKind.INTEGER and math.floor(hi) - math.ceil(lo) + 1 <= _GRID_CELLS:
-        return np.arange(math.ceil(lo) - 0.5, math.floor(hi) + 1.0, 1.0), False
+        first, last = math.ceil(lo), math.floor(hi)
+        if last < first:  # no integer inside narrow (noisy) bounds: keep the nearest one
+            first = last = round((lo + hi) / 2)
+        return np.arange(first - 0.5, last + 1.0, 1.0), False
     log_space = lo >= 0 and hi >= 64 * max(lo, 1.0)
     if log_space:
         return np.expm1(np.linspace(math.log1p(lo), math.log1p(hi), _GRID_CELLS + 1)), True

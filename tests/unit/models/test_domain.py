@@ -120,3 +120,19 @@ def test_as_numbers_gives_epoch_seconds_whatever_the_datetime_unit(column):
     seconds = as_numbers(column, ColumnKind.DATETIME)
     assert seconds[:2].tolist() == [1577836800.0, 1625054400.0]
     assert np.isnan(seconds[2])
+
+
+@pytest.mark.parametrize("bounds", [(0.2, 0.8), (0.5, 0.9), (3.1, 3.4)])
+def test_discover_numeric_integers_within_bounds_holding_no_integer(bounds):
+    """Narrow (e.g. noisy) bounds with no integer inside still give a one-cell grid, not a crash."""
+    spec = ColumnSpec(name="x", kind=ColumnKind.INTEGER, bounds=bounds)
+    dom = discover_numeric(
+        spec,
+        pd.Series([0, 1, 3, 4] * 50),
+        sigma=5.0,
+        sigma_bounds=None,
+        ledger=_ledger(),
+        noise=PrivacyNoise(),
+    )
+    assert len(dom.cell_edges) == 2
+    assert dom.cell_edges[1] - dom.cell_edges[0] == 1.0
