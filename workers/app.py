@@ -41,7 +41,9 @@ def create_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         worker_cancel_long_running_tasks_on_connection_loss=False,
-        broker_transport_options={"visibility_timeout": 12 * 3600} if broker.startswith("redis") else {},
+        broker_transport_options=(
+            {"visibility_timeout": settings.broker_visibility_seconds} if broker.startswith("redis") else {}
+        ),
     )
     return app
 

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     )
     worker_concurrency: int = Field(default=1, gt=0, description="training processes per worker")
     broker_poll_seconds: float = Field(default=0.5, gt=0, description="polling interval of the SQL broker")
+    broker_visibility_seconds: float = Field(
+        default=12 * 3600.0,
+        gt=0,
+        description="Redis: a received but unacknowledged message is redelivered after this",
+    )
 
     @field_validator("encryption_key")
     @classmethod
