@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from service.client import Client, ClientError
 
-JOB_KEYS = {"dataset", "file", "schema", "budget", "epsilon", "delta", "rows", "seed"}
+JOB_KEYS = {"dataset", "file", "schema", "budget", "epsilon", "delta", "rows", "seed", "device"}
 FINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -124,7 +124,7 @@ def submit(args: argparse.Namespace) -> int:
         body = {
             "jobs": [
                 {"dataset_id": j["dataset"], "epsilon": j["epsilon"], "rows": j["rows"]}
-                | {k: j[k] for k in ("delta", "seed") if k in j}
+                | {k: j[k] for k in ("delta", "seed", "device") if k in j}
                 for j in jobs
             ]
         }

@@ -52,6 +52,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _limit(text: str) -> int | str:
+    return text if text == "default" else _positive_int(text)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error in one line, like every other error."""
 
@@ -161,6 +165,19 @@ def _add_service_commands(sub: Any) -> None:
         admin.add_parser("bootstrap", help="first run: tenant 'default', a key and a user per role"),
         f"{server}:admin_bootstrap",
     )
+    set_tenant = _handler(
+        admin.add_parser("set-tenant", help="a tenant's queue priority and running-jobs limit"),
+        "service.fleet_commands:admin_set_tenant",
+    )
+    set_tenant.add_argument("tenant", help="tenant name or id")
+    set_tenant.add_argument("--priority", type=int, default=None, help="higher runs first (default 0)")
+    set_tenant.add_argument(
+        "--max-running-jobs", type=_limit, default=None, help="a number, or 'default' for the service setting"
+    )
+    _handler(
+        admin.add_parser("workers", help="workers, their devices and queues, alive or not"),
+        "service.fleet_commands:admin_workers",
+    )
 
     upload = _handler(sub.add_parser("upload", help="upload a CSV or Parquet table"), f"{client}:upload")
     upload.add_argument("file")
@@ -202,6 +219,9 @@ def _add_service_commands(sub: Any) -> None:
     submit.add_argument("--delta", type=_positive_float, default=None)
     submit.add_argument("--rows", type=_positive_int, required=True)
     submit.add_argument("--seed", type=int, default=None)
+    submit.add_argument(
+        "--device", choices=["auto", "cpu", "gpu"], default="auto", help="auto: large tables on GPU workers"
+    )
     submit.add_argument("--wait", action="store_true", help="follow the job to its end")
     submit.add_argument("--interval", type=_positive_float, default=1.0, help="seconds between polls")
     status = _handler(jobs.add_parser("status", help="show or follow a job"), f"{client}:jobs_status")

@@ -106,9 +106,13 @@ def jobs_submit(args: argparse.Namespace) -> int:
     body = {"dataset_id": args.dataset, "epsilon": args.epsilon, "delta": args.delta, "rows": args.rows}
     if args.seed is not None:
         body["seed"] = args.seed
+    body["device"] = args.device
     with _client(args) as client:
         job = client.request("POST", "/jobs", json=body)
-    print(f"job {job['id']} queued (reserved epsilon {job['epsilon']:g}, delta {job['delta']:g})")
+    print(
+        f"job {job['id']} queued on {job['queue']} workers "
+        f"(reserved epsilon {job['epsilon']:g}, delta {job['delta']:g})"
+    )
     if args.wait:
         return _follow(args, job["id"])
     return 0
@@ -134,6 +138,8 @@ def _follow(args: argparse.Namespace, job_id: str) -> int:
 def _print_job(job: dict) -> None:
     charged = "" if job["epsilon_charged"] is None else f", charged epsilon {job['epsilon_charged']:.4g}"
     print(f"job {job['id']}: {job['state']} ({job['progress']:.0%}, {job['phase']}){charged}")
+    if job.get("worker"):
+        print(f"ran on {job['worker']} ({job['device']}), attempt {job['attempts']}")
     if job.get("release_id"):
         print(f"release {job['release_id']}")
     if job.get("error"):

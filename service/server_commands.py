@@ -50,14 +50,14 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.api.main import create_app
-    from workers.app import celery_app, declare_queue, prepare_broker
+    from workers.app import celery_app, declare_queues, prepare_broker
     from workers.reconciler import Reconciler
 
     settings = get_settings()
     settings.check_production()
     upgrade(settings.database)
     prepare_broker(settings)
-    declare_queue(celery_app)
+    declare_queues(celery_app)
     # Sweeps expired leases even when no worker is left alive to do it.
     reconciler = Reconciler(
         make_sessionmaker(make_engine(settings.database)),
@@ -94,26 +94,42 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def worker(args: argparse.Namespace) -> int:
-    """A Celery worker that trains one job at a time, plus the lease reconciler."""
-    from workers.app import QUEUE, celery_app, declare_queue, prepare_broker
+    """A Celery worker that trains one job at a time, plus the lease reconciler.
+
+    It reports its device and queues in the workers table (refreshed every sweep), and
+    serves its queues preferred first; see ``workers.profile``.
+    """
+    from service.core import worker_registry
+    from workers.app import broker_queue, celery_app, declare_queues, prepare_broker
     from workers.reconciler import Reconciler
-    from workers.tasks import worker_identity
+    from workers.tasks import profile, worker_identity
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    me, mine = worker_identity(), profile()
     sessions = make_sessionmaker(make_engine(settings.database))
+    with transaction(sessions) as session:
+        worker_registry.register(session, me, device=mine.description, queues=mine.queues)
     prepare_broker(settings)
-    declare_queue(celery_app)
-    reconciler = Reconciler(sessions, settings.reconcile_seconds, celery_app, settings.resend_seconds)
+    declare_queues(celery_app)
+
+    def still_here() -> None:
+        with transaction(sessions) as session:
+            worker_registry.seen(session, me)
+
+    reconciler = Reconciler(
+        sessions, settings.reconcile_seconds, celery_app, settings.resend_seconds, on_sweep=still_here
+    )
     reconciler.start()
+    print(f"dpsynth worker {me}: {mine.description}, queues {','.join(mine.queues)}", flush=True)
     try:
         celery_app.worker_main(
             [
                 "worker",
                 "--pool=solo",
                 "--loglevel=INFO",
-                f"--queues={QUEUE}",
-                f"--hostname=dpsynth-{worker_identity().replace(':', '-')}@%h",
+                f"--queues={','.join(broker_queue(queue) for queue in mine.queues)}",
+                f"--hostname=dpsynth-{me.replace(':', '-')}@%h",
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
@@ -121,6 +137,8 @@ def worker(args: argparse.Namespace) -> int:
         )
     finally:
         reconciler.stop()
+        with contextlib.suppress(Exception), transaction(sessions) as session:
+            worker_registry.stopped(session, me)
     return 0
 
 
@@ -148,7 +166,12 @@ def admin_create_tenant(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tenant(session: Session, name_or_id: str) -> Tenant:
+def tenant_named(session: Session, name_or_id: str) -> Tenant:
+    """The tenant with this name or id.
+
+    Raises:
+        InvalidRequestError: there is none.
+    """
     tenant = (
         session.get(Tenant, name_or_id) or session.query(Tenant).filter(Tenant.name == name_or_id).first()
     )
@@ -177,7 +200,7 @@ def admin_create_key(args: argparse.Namespace) -> int:
     settings = get_settings()
     upgrade(settings.database)
     with transaction(make_sessionmaker(make_engine(settings.database))) as session:
-        tenant = _tenant(session, args.tenant)
+        tenant = tenant_named(session, args.tenant)
         token = _operator_key(session, tenant.id, Role(args.role), args.name or args.role)
     print(token)
     return 0
@@ -218,7 +241,7 @@ def admin_create_user(args: argparse.Namespace) -> int:
     settings = get_settings()
     upgrade(settings.database)
     with transaction(make_sessionmaker(make_engine(settings.database))) as session:
-        tenant = _tenant(session, args.tenant)
+        tenant = tenant_named(session, args.tenant)
         user = create_user(
             session, tenant_id=tenant.id, role=Role(args.role), name=args.name, password=password
         )

@@ -16,10 +16,15 @@ from kombu.transport import sqlalchemy as sql_transport
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from service.core.config import Settings, get_settings
+from service.core.queueing import CPU, QUEUES
 
 TRAIN_TASK = "dpsynth.train"
 SAMPLE_TASK = "dpsynth.sample"
-QUEUE = "dpsynth"
+
+
+def broker_queue(queue: str) -> str:
+    """The broker's name for one of our queues (``gpu`` or ``cpu``)."""
+    return f"dpsynth.{queue}"
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -31,8 +36,8 @@ def create_celery(settings: Settings) -> Celery:
         sql_transport.Transport.polling_interval = settings.broker_poll_seconds
     app = Celery("dpsynth", broker=broker, include=["workers.tasks"])
     app.conf.update(
-        task_default_queue=QUEUE,
-        task_queues=[Queue(QUEUE)],
+        task_default_queue=broker_queue(CPU),
+        task_queues=[Queue(broker_queue(queue)) for queue in QUEUES],
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
@@ -54,13 +59,20 @@ def prepare_broker(settings: Settings) -> None:
         Path(settings.broker.removeprefix("sqla+sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
 
-def declare_queue(app: Celery) -> None:
-    """Create the queue once, before several workers start (on the SQL broker they race on its name)."""
-    for _ in range(5):
-        with contextlib.suppress(IntegrityError, OperationalError), app.connection_for_write() as conn:
-            Queue(QUEUE, channel=conn.default_channel).declare()
-            return
-    raise RuntimeError(f"could not declare the broker queue {QUEUE!r} at {app.conf.broker_url}")
+def declare_queues(app: Celery) -> None:
+    """Create the queues once, before several workers start (on the SQL broker they race on names)."""
+    for queue in QUEUES:
+        for _ in range(5):
+            with contextlib.suppress(IntegrityError, OperationalError), app.connection_for_write() as conn:
+                Queue(broker_queue(queue), channel=conn.default_channel).declare()
+                break
+        else:
+            raise RuntimeError(f"could not declare the broker queue {queue!r} at {app.conf.broker_url}")
+
+
+def send(app: Celery, task: str, object_id: str, *, queue: str = CPU) -> None:
+    """Wake a worker of ``queue`` for ``task`` on a committed row (the row says what to do)."""
+    app.send_task(task, args=[object_id], queue=broker_queue(queue))
 
 
 celery_app = create_celery(get_settings())

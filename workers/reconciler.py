@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.core import jobs
+from service.core import jobs, queueing
 from service.core.db import transaction
-from workers.app import SAMPLE_TASK, TRAIN_TASK
+from workers.app import SAMPLE_TASK, TRAIN_TASK, send
 
 log = logging.getLogger(__name__)
 
@@ -28,16 +29,17 @@ def reconcile_once(
     if celery is not None:
         with transaction(sessions) as session:
             queued, pending = jobs.stale_messages(session, older_than=resend_after)
-        resend = [(TRAIN_TASK, job_id) for job_id in [*done.requeued, *queued]]
-        resend += [(SAMPLE_TASK, release_id) for release_id in pending]
-        for task, object_id in resend:
+            queues = queueing.queues_of(session, [*done.requeued, *queued])
+        resend = [(TRAIN_TASK, job_id, queue) for job_id, queue in queues.items()]
+        resend += [(SAMPLE_TASK, release_id, queueing.CPU) for release_id in pending]
+        for task, object_id, queue in resend:
             log.warning("sending %s %s (again)", task, object_id)
-            celery.send_task(task, args=[object_id])
+            send(celery, task, object_id, queue=queue)
     return done
 
 
 class Reconciler(threading.Thread):
-    """Runs ``reconcile_once`` every ``interval`` seconds until stopped."""
+    """Runs ``on_sweep`` (a worker's "still here") and ``reconcile_once`` every ``interval`` seconds."""
 
     def __init__(
         self,
@@ -45,16 +47,19 @@ class Reconciler(threading.Thread):
         interval: float,
         celery: Celery | None = None,
         resend_after: float = 600.0,
+        on_sweep: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(name="reconciler", daemon=True)
         self.sessions, self.interval = sessions, interval
-        self.celery, self.resend_after = celery, resend_after
+        self.celery, self.resend_after, self.on_sweep = celery, resend_after, on_sweep
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         """Sweep until stopped; a failed sweep is logged and retried."""
         while not self._stop_event.wait(self.interval):
             try:
+                if self.on_sweep is not None:
+                    self.on_sweep()
                 reconcile_once(self.sessions, self.celery, resend_after=self.resend_after)
             except Exception:
                 log.exception("reconcile sweep failed")

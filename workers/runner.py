@@ -1,12 +1,14 @@
 """One training job, start to finish, as a worker runs it.
 
-Claim the row (a duplicate message finds nothing to claim), renew the lease from a
-heartbeat thread, decrypt the upload, fit the engine with progress and cancellation
+Claim the job this worker should run next (a duplicate message finds nothing to claim),
+renew the lease from a heartbeat thread, decrypt the upload, fit the engine with progress and cancellation
 wired to the row, store the model and the first release, then settle the charge in the
 same transaction that marks the job final. Whatever goes wrong, the job ends final and
 charged: exactly what the engine spent when it says so (cancel), nothing when the engine
 refused the input before spending, and the whole reservation otherwise (an unexpected
-error may strike after any charge).
+error may strike after any charge). Two endings keep the job alive instead: a worker
+shutting down checkpoints and hands it back uncharged, and a job that ran out of memory
+is retried once from its checkpoint (as if its worker had died) before it fails.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +39,7 @@ from models import (
 )
 from models.quality import evaluate_quality
 from models.quality_detail import association_matrix, marginal_comparison
-from service.core import crypto, jobs
+from service.core import crypto, jobs, queueing
 from service.core.config import Settings
 from service.core.db import transaction
 from service.core.errors import ConflictError
@@ -44,9 +47,16 @@ from service.core.orm import Dataset, Job, JobState, Release, new_id
 from service.core.releases import release_key
 from service.core.storage import Storage
 from service.core.uploads import open_raw
+from workers.memory import job_memory_limit
+from workers.profile import WorkerProfile
 
 log = logging.getLogger(__name__)
 
+# Set when the worker is told to shut down (SIGTERM): the running job checkpoints and is handed back.
+SHUTTING_DOWN = threading.Event()
+# Phases whose stop leaves a checkpoint that holds every charge made so far (the measuring
+# phase is short and its checkpoint is written only at its end, so a shutdown waits for it).
+CHECKPOINTED_PHASES = frozenset({"generator", "dp-gan"})
 HOLDOUT_SHARE = 0.2  # rows kept out of training for the custodian's quality report
 PROGRESS_EVERY = 0.5  # seconds between progress writes
 # Job options handed to the engine as they are (the API validated them).
@@ -165,33 +175,67 @@ def _split(df: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     )
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure (Python, torch CPU or CUDA), which a retry may survive."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+
+
+@dataclass(frozen=True)
+class Ran:
+    """A job this worker claimed, and the state it left it in."""
+
+    job_id: str
+    tenant_id: str
+    queue: str
+    state: JobState
+
+
 class JobRunner:
-    """Runs jobs for one worker identity (``owner``)."""
+    """Runs jobs for one worker identity (``owner``) with its device and queues."""
 
     def __init__(
-        self, settings: Settings, sessions: sessionmaker[Session], storage: Storage, owner: str
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        storage: Storage,
+        owner: str,
+        profile: WorkerProfile,
     ) -> None:
         self.settings, self.sessions, self.storage, self.owner = settings, sessions, storage, owner
+        self.profile = profile
 
-    def run(self, job_id: str) -> JobState | None:
-        """Run ``job_id`` if it can be claimed; returns its final state (None: not ours to run)."""
+    def run_next(self) -> Ran | None:
+        """Claim and run the job this worker should run next; None when there is none it may run."""
         with transaction(self.sessions) as session:
-            claimed = jobs.claim(session, job_id, owner=self.owner, lease_seconds=self.settings.lease_seconds)
-        if claimed is None:
-            log.info("job %s is not queued (taken, cancelled or unknown); nothing to do", job_id)
-            return None
+            claimed = queueing.claim_next(
+                session,
+                owner=self.owner,
+                queues=self.profile.queues,
+                lease_seconds=self.settings.lease_seconds,
+                device=self.profile.description,
+                default_limit=self.settings.tenant_max_running_jobs,
+            )
+            if claimed is None:
+                log.info("no queued job this worker may run now (taken, limited or none)")
+                return None
+            job_id, tenant_id, queue = claimed.id, claimed.tenant_id, claimed.queue
         heartbeat = Heartbeat(self.sessions, job_id, self.owner, self.settings)
         heartbeat.start()
         try:
-            return self._train(_load(self.sessions, job_id), heartbeat)
+            with job_memory_limit(self.settings.job_memory_mb):
+                state = self._train(_load(self.sessions, job_id), heartbeat)
         finally:
             heartbeat.stop()
+        return Ran(job_id=job_id, tenant_id=tenant_id, queue=queue, state=state)
 
-    def _progress(self, job_id: str, checkpoint: Path) -> Any:
+    def _progress(self, job_id: str, checkpoint: Path, phase: list[str]) -> Any:
         last = [0.0]
         shipped = [checkpoint.stat().st_mtime_ns if checkpoint.exists() else 0]
 
         def report(event: ProgressEvent) -> None:
+            phase[0] = event.phase
             now = time.monotonic()
             if now - last[0] < PROGRESS_EVERY and event.fraction < 1.0:
                 return
@@ -214,6 +258,34 @@ class JobRunner:
 
         return report
 
+    def _fit(
+        self, job: Job, dataset: Dataset, synth: Synthesizer, train: pd.DataFrame, heartbeat: Heartbeat
+    ) -> None:
+        phase = ["starting"]
+
+        def should_stop() -> bool:
+            if heartbeat.cancel.is_set() or heartbeat.lost.is_set():
+                return True
+            return SHUTTING_DOWN.is_set() and phase[0] in CHECKPOINTED_PHASES
+
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = Path(tmp) / "checkpoint.pt"
+            if self.storage.exists(checkpoint_key(job.id)):  # an earlier attempt stopped: resume
+                copy_from_storage(self.storage, checkpoint_key(job.id), checkpoint)
+            try:
+                synth.fit(
+                    train,
+                    progress=self._progress(job.id, checkpoint, phase),
+                    should_stop=should_stop,
+                    checkpoint_path=checkpoint,
+                    input_sha256=dataset.sha256,
+                )
+            except FitCancelledError:
+                # The engine checkpointed where it stopped; the next attempt resumes from there.
+                if checkpoint.exists() and not heartbeat.lost.is_set():
+                    copy_to_storage(checkpoint, self.storage, checkpoint_key(job.id))
+                raise
+
     def _train(self, ctx: JobContext, heartbeat: Heartbeat) -> JobState:
         job, dataset = ctx.job, ctx.dataset
         seed = int(job.options.get("seed", 0))
@@ -222,30 +294,46 @@ class JobRunner:
             train, holdout = _split(df, seed)
             extra = {k: v for k, v in job.options.items() if k in ENGINE_OPTIONS}
             synth = Synthesizer(
-                epsilon=job.epsilon, delta=job.delta, schema=dataset.schema, seed=seed, **extra
+                epsilon=job.epsilon,
+                delta=job.delta,
+                schema=dataset.schema,
+                seed=seed,
+                device=self.profile.device,
+                **extra,
             )
-            with tempfile.TemporaryDirectory() as tmp:
-                checkpoint = Path(tmp) / "checkpoint.pt"
-                if self.storage.exists(checkpoint_key(job.id)):  # an earlier attempt died: resume
-                    copy_from_storage(self.storage, checkpoint_key(job.id), checkpoint)
-                synth.fit(
-                    train,
-                    progress=self._progress(job.id, checkpoint),
-                    should_stop=lambda: heartbeat.cancel.is_set() or heartbeat.lost.is_set(),
-                    checkpoint_path=checkpoint,
-                    input_sha256=dataset.sha256,
-                )
+            self._fit(job, dataset, synth, train, heartbeat)
             return self._finish(job, dataset, synth, train, holdout)
         except FitCancelledError as exc:
-            reason = "lease lost" if heartbeat.lost.is_set() else "cancelled by request"
-            return self._stop(job, JobState.cancelled, exc.epsilon_spent, reason)
+            if heartbeat.cancel.is_set():
+                return self._stop(job, JobState.cancelled, exc.epsilon_spent, "cancelled by request")
+            if heartbeat.lost.is_set():
+                return self._stop(job, JobState.cancelled, exc.epsilon_spent, "lease lost")
+            return self._requeue(job, jobs.hand_back, "the worker shut down; resumes from its checkpoint")
         except (SchemaError, PrivacyParameterError, SecureModeUnavailableError, ConflictError) as exc:
             # The engine checks its input and its whole plan before the first mechanism runs.
             return self._stop(job, JobState.failed, 0.0, str(exc))
         except Exception as exc:
+            if out_of_memory(exc):
+                log.warning("job %s ran out of memory: %s", job.id, exc)
+                traceback.clear_frames(exc.__traceback__)  # free what the failed attempt held
+                limit = self.settings.job_memory_mb
+                reason = "ran out of memory" + (f" (limit {limit} MB per job)" if limit else "")
+                return self._requeue(job, jobs.crashed, reason)
             log.exception("job %s failed", job.id)
             detail = "".join(traceback.format_exception_only(exc)).strip()
             return self._stop(job, JobState.failed, job.epsilon, f"internal error: {detail[:500]}")
+
+    def _requeue(self, job: Job, how: Callable[..., Job], reason: str) -> JobState:
+        """Give the job back with ``how`` (``jobs.hand_back`` or ``jobs.crashed``); its checkpoint stays."""
+        try:
+            with transaction(self.sessions) as session:
+                state = JobState(how(session, job.id, owner=self.owner, reason=reason).state)
+        except ConflictError:
+            log.warning("job %s is no longer ours (lease lost); leaving it as it is", job.id)
+            return JobState.failed
+        if state.final:
+            self.storage.delete(checkpoint_key(job.id))
+        return state
 
     def _stop(self, job: Job, state: JobState, epsilon: float, error: str | None) -> JobState:
         try:

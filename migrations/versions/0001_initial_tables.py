@@ -1,8 +1,8 @@
-"""Initial tables: tenants, keys, users, datasets, batches, jobs, releases, audit log.
+"""Initial tables: tenants, keys, users, datasets, batches, jobs, releases, workers, audit log.
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 16:41:36.465709
+Create Date: 2026-11-23 18:08:04.561992
 """
 
 from __future__ import annotations
@@ -50,9 +50,21 @@ def upgrade() -> None:
         "tenants",
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("priority", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("max_running_jobs", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tenants")),
         sa.UniqueConstraint("name", name=op.f("uq_tenants_name")),
+    )
+    op.create_table(
+        "workers",
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("device", sa.String(length=100), nullable=False),
+        sa.Column("queues", sa.String(length=100), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("stopped_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_workers")),
     )
     op.create_table(
         "api_keys",
@@ -153,6 +165,7 @@ def upgrade() -> None:
         sa.Column("delta", sa.Float(), nullable=False),
         sa.Column("rows", sa.Integer(), nullable=False),
         sa.Column("options", sa.JSON(), nullable=False),
+        sa.Column("queue", sa.String(length=16), server_default="cpu", nullable=False),
         sa.Column("epsilon_charged", sa.Float(), nullable=True),
         sa.Column("delta_charged", sa.Float(), nullable=True),
         sa.Column("progress", sa.Float(), nullable=False),
@@ -163,6 +176,8 @@ def upgrade() -> None:
         sa.Column("lease_owner", sa.String(length=200), nullable=True),
         sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("worker", sa.String(length=200), nullable=True),
+        sa.Column("device", sa.String(length=100), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("model_key", sa.String(length=200), nullable=True),
         sa.Column("resent_at", sa.DateTime(timezone=True), nullable=True),
@@ -241,6 +256,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_api_keys_tenant_id"))
 
     op.drop_table("api_keys")
+    op.drop_table("workers")
     op.drop_table("tenants")
     op.drop_table("audit_head")
     with op.batch_alter_table("audit_events", schema=None) as batch_op:

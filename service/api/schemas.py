@@ -137,6 +137,10 @@ class JobCreate(BaseModel):
     dpsgd_epochs: float | None = Field(default=None, gt=0, le=1000, description="discriminator passes")
     batch_size: int | None = Field(default=None, gt=0, le=65_536, description="expected Poisson batch size")
     secure_mode: bool | None = Field(default=None, description="privacy noise from a CSPRNG (torchcsprng)")
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        default="auto",
+        description="which workers may train it; auto: small tables on any worker, large on GPU",
+    )
 
 
 class JobPublic(_Out):
@@ -156,6 +160,9 @@ class JobPublic(_Out):
     epsilon_spent: float
     cancel_requested: bool
     attempts: int
+    queue: str
+    worker: str | None
+    device: str | None
     error: str | None
     created_at: UTCDateTime
     started_at: UTCDateTime | None

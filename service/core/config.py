@@ -12,6 +12,7 @@ import functools
 import os
 import secrets
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -50,7 +51,26 @@ class Settings(BaseSettings):
     resend_seconds: float = Field(
         default=600.0, gt=0, description="re-send a queued job's message after this long unclaimed"
     )
-    worker_concurrency: int = Field(default=1, gt=0, description="training processes per worker")
+    worker_device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="where a worker trains; auto: CUDA when present"
+    )
+    worker_queues: str | None = Field(
+        default=None,
+        description="queues a worker serves, preferred first; default gpu,cpu on CUDA, else cpu,gpu",
+    )
+    job_memory_mb: int | None = Field(
+        default=None,
+        gt=0,
+        description="memory one job may use on a worker; over it the job fails (retried once)",
+    )
+    cpu_max_rows: int = Field(
+        default=100_000, ge=0, description="jobs on datasets up to this many rows go to the cpu queue"
+    )
+    tenant_max_running_jobs: int | None = Field(
+        default=None,
+        gt=0,
+        description="running jobs per tenant, unless the tenant sets its own; none: no limit",
+    )
     broker_poll_seconds: float = Field(default=0.5, gt=0, description="polling interval of the SQL broker")
     broker_visibility_seconds: float = Field(
         default=12 * 3600.0,

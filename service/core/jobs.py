@@ -36,8 +36,10 @@ def _audit_state(session: Session, job: Job, actor: str, **details: Any) -> None
     )
 
 
-def claim(session: Session, job_id: str, *, owner: str, lease_seconds: float) -> Job | None:
-    """Take a queued job for ``owner``; ``None`` when it is not queued (taken, cancelled, gone)."""
+def claim(
+    session: Session, job_id: str, *, owner: str, lease_seconds: float, device: str | None = None
+) -> Job | None:
+    """Take a queued job for ``owner`` (training on ``device``); ``None`` when it is not queued."""
     now = utcnow()
     taken = session.execute(
         update(Job)
@@ -49,6 +51,8 @@ def claim(session: Session, job_id: str, *, owner: str, lease_seconds: float) ->
             attempts=Job.attempts + 1,
             started_at=now,
             phase="starting",
+            worker=owner,
+            device=device,
         )
         .execution_options(synchronize_session=False)
     )
@@ -134,7 +138,10 @@ def stop(
 
 
 def request_cancel(session: Session, job: Job, *, actor: str) -> Job:
-    """Cancel ``job``: a queued job ends at once, uncharged; a running one is told to stop.
+    """Cancel ``job``: a queued job ends at once, a running one is told to stop.
+
+    A queued job that never ran is charged nothing; one requeued after an attempt, its
+    whole reservation (see below).
 
     Raises:
         ConflictError: the job already ended.
@@ -142,9 +149,18 @@ def request_cancel(session: Session, job: Job, *, actor: str) -> Job:
     if JobState(job.state).final:
         raise ConflictError(f"job {job.id} already ended ({job.state})")
     if job.state == JobState.queued:
-        settle(job, state=JobState.cancelled, epsilon=0.0, delta=0.0)
+        # A job back in the queue after an attempt (its worker died or stopped) may have
+        # spent budget that only its checkpoint knows, and possibly more since: charge its
+        # whole reservation. A job that never ran spent nothing.
+        ran = job.started_at is not None
+        settle(
+            job,
+            state=JobState.cancelled,
+            epsilon=job.epsilon if ran else 0.0,
+            delta=job.delta if ran else 0.0,
+        )
         job.finished_at = utcnow()
-        _audit_state(session, job, actor, epsilon_charged=0.0)
+        _audit_state(session, job, actor, epsilon_charged=job.epsilon_charged)
     else:
         job.cancel_requested = True
         audit.append(
@@ -169,35 +185,72 @@ class Reconciled:
     failed: list[str]
 
 
+def _requeue_or_fail(session: Session, job: Job, *, reason: str, actor: str, max_attempts: int) -> bool:
+    """After an attempt died: back to the queue (reservation kept), or failed at ``max_attempts``.
+
+    A failed job is charged its whole reservation: what the dead attempts spent cannot be
+    read back, and a lost job never loses a charge. Returns whether it was requeued.
+    """
+    job.lease_owner = job.lease_expires_at = None
+    if job.attempts < max_attempts:
+        job.state, job.phase, job.resent_at = JobState.queued, "requeued", utcnow()
+        _audit_state(session, job, actor, reason=reason, attempts=job.attempts)
+        return True
+    settle(job, state=JobState.failed, epsilon=job.epsilon, delta=job.delta)
+    job.finished_at = utcnow()
+    job.error = f"{reason}, {job.attempts} times; given up"
+    _audit_state(session, job, actor, epsilon_charged=job.epsilon_charged, error=job.error)
+    return False
+
+
 def reconcile(session: Session, *, max_attempts: int = MAX_ATTEMPTS) -> Reconciled:
     """Deal with every running job whose lease ran out (its worker died mid-training).
 
     Below ``max_attempts`` the job goes back to the queue, its reservation kept: the next
     worker resumes it from its last checkpoint, accountant state included, so it is
     charged once, when it ends, what the whole run spent. At ``max_attempts`` (a job that
-    keeps killing its workers) it fails and is charged its whole reservation: what the
-    dead attempts spent cannot be read back, and a lost job never loses a charge.
+    keeps killing its workers) it fails and is charged its whole reservation.
     """
-    now = utcnow()
     expired = session.scalars(
         select(Job)
-        .where(Job.state == JobState.running, or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now))
+        .where(
+            Job.state == JobState.running,
+            or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < utcnow()),
+        )
         .with_for_update(skip_locked=True)
     ).all()
     done = Reconciled(requeued=[], failed=[])
     for job in expired:
-        job.lease_owner = job.lease_expires_at = None
-        if job.attempts < max_attempts:
-            job.state, job.phase, job.resent_at = JobState.queued, "requeued", now
-            _audit_state(session, job, "system:reconciler", reason=WORKER_LOST, attempts=job.attempts)
-            done.requeued.append(job.id)
-            continue
-        settle(job, state=JobState.failed, epsilon=job.epsilon, delta=job.delta)
-        job.finished_at = now
-        job.error = f"{WORKER_LOST}, {job.attempts} times; given up"
-        _audit_state(session, job, "system:reconciler", epsilon_charged=job.epsilon_charged, error=job.error)
-        done.failed.append(job.id)
+        requeued = _requeue_or_fail(
+            session, job, reason=WORKER_LOST, actor="system:reconciler", max_attempts=max_attempts
+        )
+        (done.requeued if requeued else done.failed).append(job.id)
     return done
+
+
+def crashed(session: Session, job_id: str, *, owner: str, reason: str) -> Job:
+    """The attempt of ``owner`` failed in a way a retry may survive (it ran out of memory).
+
+    Treated like a dead worker: requeued to resume from its checkpoint, or failed and
+    charged its reservation at the last attempt.
+    """
+    job = _owned(session, job_id, owner)
+    _requeue_or_fail(session, job, reason=reason, actor=f"worker:{owner}", max_attempts=MAX_ATTEMPTS)
+    return job
+
+
+def hand_back(session: Session, job_id: str, *, owner: str, reason: str) -> Job:
+    """Put a job ``owner`` stopped cleanly (worker shutdown) back in the queue, uncharged.
+
+    Its checkpoint holds everything it spent, so the next worker resumes it and it is
+    charged once, at the end; a clean stop does not count as one of its attempts.
+    """
+    job = _owned(session, job_id, owner)
+    job.state, job.phase, job.resent_at = JobState.queued, "requeued", utcnow()
+    job.lease_owner = job.lease_expires_at = None
+    job.attempts -= 1
+    _audit_state(session, job, f"worker:{owner}", reason=reason, epsilon_spent=job.epsilon_spent)
+    return job
 
 
 def stale_messages(session: Session, *, older_than: float) -> tuple[list[str], list[str]]:

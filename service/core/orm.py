@@ -1,4 +1,4 @@
-"""The service's tables: tenants, API keys, users, datasets, jobs and releases.
+"""The service's tables: tenants, API keys, users, datasets, jobs, releases and workers.
 
 The audit log's tables live in ``audit.py``. The budget ledger needs no table of its
 own: a job row *is* the ledger line (it reserves ``epsilon``/``delta`` while active and
@@ -63,6 +63,10 @@ class Tenant(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200), unique=True)
+    # Set by the operator: workers take higher-priority tenants' jobs first, and run at
+    # most ``max_running_jobs`` of a tenant's jobs at once (None: the service default).
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    max_running_jobs: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -152,6 +156,8 @@ class Job(Base):
     delta: Mapped[float] = mapped_column(Float)
     rows: Mapped[int] = mapped_column(Integer)
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Which workers may run it: "gpu" jobs go to GPU workers, "cpu" jobs to any worker.
+    queue: Mapped[str] = mapped_column(String(16), default="cpu", server_default="cpu")
     # The charge, set once when the job reaches a final state.
     epsilon_charged: Mapped[float | None] = mapped_column(Float, default=None)
     delta_charged: Mapped[float | None] = mapped_column(Float, default=None)
@@ -165,6 +171,9 @@ class Job(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(200), default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The worker and device of the latest attempt (kept after it ends).
+    worker: Mapped[str | None] = mapped_column(String(200), default=None)
+    device: Mapped[str | None] = mapped_column(String(100), default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     model_key: Mapped[str | None] = mapped_column(String(200), default=None)
     # When the reconciler last re-sent the job's message (serverless brokers can lose one).
@@ -195,3 +204,20 @@ class Release(Base):
     error: Mapped[str | None] = mapped_column(Text, default=None)
     resent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Worker(Base):
+    """A worker process as it reports itself: its device and the queues it serves.
+
+    Written when it starts and refreshed every sweep of its reconciler, so ``seen_at``
+    tells whether it is alive; operators read it with ``dpsynth admin workers``.
+    """
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    device: Mapped[str] = mapped_column(String(100))
+    queues: Mapped[str] = mapped_column(String(100))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

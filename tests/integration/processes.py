@@ -64,6 +64,11 @@ class Process:
             os.killpg(self.popen.pid, signal.SIGKILL)
         self.popen.wait(timeout=30)
 
+    def terminate(self, timeout: float) -> int:
+        """SIGTERM the main process only and wait for it to exit by itself; returns its exit code."""
+        self.popen.send_signal(signal.SIGTERM)
+        return self.popen.wait(timeout=timeout)
+
     def stop(self) -> None:
         """SIGTERM, then SIGKILL whatever is left of the group."""
         if self.popen.poll() is None:

@@ -93,6 +93,27 @@ def test_expired_lease_is_requeued_then_failed_and_charged_the_whole_reservation
         assert jobs.reconcile(session) == jobs.Reconciled([], [])
 
 
+@pytest.mark.parametrize("how", ["worker died", "worker stopped"])
+def test_cancelling_a_job_requeued_after_an_attempt_charges_its_reservation(service: LiveService, how: str):
+    """Its checkpoint may hold spent budget (and the dead attempt may have spent more): never free."""
+    token = service.key("custodian")
+    with service.client(token) as client:
+        dataset_id = dataset_with_budget(client, epsilon=1.0)
+        job_id = client.post("/jobs", json={"dataset_id": dataset_id, "epsilon": 0.4, "rows": 5}).json()["id"]
+    with service.sessions() as session, session.begin():
+        jobs.claim(session, job_id, owner="w1", lease_seconds=-1 if how == "worker died" else 60)
+    with service.sessions() as session, session.begin():
+        if how == "worker died":
+            assert jobs.reconcile(session).requeued == [job_id]
+        else:
+            jobs.hand_back(session, job_id, owner="w1", reason="shutdown")
+    with service.client(token) as client:
+        job = client.post(f"/jobs/{job_id}/cancel").json()
+        budget = client.get(f"/datasets/{dataset_id}/ledger").json()["budget"]
+    assert (job["state"], job["epsilon_charged"]) == ("cancelled", pytest.approx(0.4))
+    assert budget["epsilon_remaining"] == pytest.approx(0.6)
+
+
 def test_reserve_refuses_delta_at_or_above_one_over_n(service: LiveService):
     with service.client(service.key("custodian")) as client:
         dataset_id = dataset_with_budget(client, epsilon=1.0, delta=0.5)

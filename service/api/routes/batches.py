@@ -8,7 +8,7 @@ from sqlalchemy import select
 from service.api.deps import Custodian, ServicesDep, SessionDep, owned
 from service.api.routes.jobs import job_options, public_job, publish
 from service.api.schemas import BatchCreate, BatchPublic
-from service.core import audit, ledger
+from service.core import audit, ledger, queueing
 from service.core.db import after_commit
 from service.core.orm import Batch, Dataset, Job
 from workers.app import TRAIN_TASK
@@ -25,8 +25,10 @@ def submit_batch(
     A batch whose jobs together exceed a dataset's remaining budget is a 409 naming the job
     where it ran out, and nothing of it is kept or run.
     """
-    for dataset_id in {job.dataset_id for job in body.jobs}:
-        owned(session, Dataset, dataset_id, caller)
+    rows = {
+        dataset_id: owned(session, Dataset, dataset_id, caller).row_count
+        for dataset_id in {job.dataset_id for job in body.jobs}
+    }
     batch = Batch(tenant_id=caller.tenant_id, created_by=caller.id)
     session.add(batch)
     session.flush()
@@ -41,6 +43,9 @@ def submit_batch(
         for job in body.jobs
     ]
     jobs = ledger.reserve_batch(session, requests, created_by=caller.id, batch_id=batch.id)
+    cpu_max_rows = services.settings.cpu_max_rows
+    for job, asked in zip(jobs, body.jobs, strict=True):
+        job.queue = queueing.route(rows[job.dataset_id], asked.device, cpu_max_rows=cpu_max_rows)
     audit.append(
         session,
         action="batch.queued",
@@ -52,7 +57,9 @@ def submit_batch(
     )
     celery = services.celery
     for job in jobs:
-        after_commit(session, lambda job_id=job.id: publish(celery, TRAIN_TASK, job_id))
+        after_commit(
+            session, lambda job_id=job.id, queue=job.queue: publish(celery, TRAIN_TASK, job_id, queue)
+        )
     return BatchPublic(
         id=batch.id, created_at=batch.created_at, jobs=[public_job(session, job) for job in jobs]
     )

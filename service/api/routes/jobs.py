@@ -11,10 +11,10 @@ from sqlalchemy import select
 from service.api.deps import Custodian, ServicesDep, SessionDep, is_object_id, owned
 from service.api.routes.releases import public_release
 from service.api.schemas import JobCreate, JobPublic, ReleaseCreate, ReleasePublic
-from service.core import audit, jobs, ledger, releases
+from service.core import audit, jobs, ledger, queueing, releases
 from service.core.db import after_commit
 from service.core.orm import Dataset, Job, Release
-from workers.app import SAMPLE_TASK, TRAIN_TASK
+from workers.app import SAMPLE_TASK, TRAIN_TASK, send
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def submit_job(body: JobCreate, services: ServicesDep, session: SessionDep, call
     The message to the workers is sent only after the transaction commits, so a worker
     never looks for a job that does not exist yet.
     """
-    owned(session, Dataset, body.dataset_id, caller)
+    dataset = owned(session, Dataset, body.dataset_id, caller)
     options = job_options(body)
     job = ledger.reserve(
         session,
@@ -45,6 +45,7 @@ def submit_job(body: JobCreate, services: ServicesDep, session: SessionDep, call
         rows=body.rows,
         options=options,
     )
+    job.queue = queueing.route(dataset.row_count, body.device, cpu_max_rows=services.settings.cpu_max_rows)
     audit.append(
         session,
         action="job.queued",
@@ -52,25 +53,31 @@ def submit_job(body: JobCreate, services: ServicesDep, session: SessionDep, call
         tenant_id=caller.tenant_id,
         object_type="job",
         object_id=job.id,
-        details={"dataset_id": job.dataset_id, "epsilon": job.epsilon, "delta": job.delta, "rows": job.rows},
+        details={
+            "dataset_id": job.dataset_id,
+            "epsilon": job.epsilon,
+            "delta": job.delta,
+            "rows": job.rows,
+            "queue": job.queue,
+        },
     )
-    celery = services.celery
-    after_commit(session, lambda: publish(celery, TRAIN_TASK, job.id))
+    celery, queue = services.celery, job.queue
+    after_commit(session, lambda: publish(celery, TRAIN_TASK, job.id, queue))
     return public_job(session, job)
 
 
 def job_options(body: JobCreate) -> dict:
     """The engine options of a job request (seed and advanced settings)."""
-    return body.model_dump(exclude={"dataset_id", "epsilon", "delta", "rows"}, exclude_none=True)
+    return body.model_dump(exclude={"dataset_id", "epsilon", "delta", "rows", "device"}, exclude_none=True)
 
 
-def publish(celery: Celery, task: str, object_id: str) -> None:
+def publish(celery: Celery, task: str, object_id: str, queue: str = queueing.CPU) -> None:
     """Send ``task`` for a committed row; a failure is logged for the reconciler to retry."""
     # The row is committed by now, so the answer is a success either way: a failed send is
     # logged and the row stays queued/pending for the reconciler to send again, never a 500
     # that would make the client submit, and reserve, again.
     try:
-        celery.send_task(task, args=[object_id])
+        send(celery, task, object_id, queue=queue)
     except Exception:
         log.exception("%s %s is committed but its message could not be sent to the workers", task, object_id)
 
@@ -94,7 +101,7 @@ def get_job(job_id: str, session: SessionDep, caller: Custodian) -> JobPublic:
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
 def cancel_job(job_id: str, session: SessionDep, caller: Custodian) -> JobPublic:
-    """Cancel: a queued job ends uncharged; a running one stops and is charged what it spent."""
+    """Cancel: a job that never ran ends uncharged; a running one stops, charged what it spent."""
     job = owned(session, Job, job_id, caller, lock=True)
     return public_job(session, jobs.request_cancel(session, job, actor=caller.actor))
 

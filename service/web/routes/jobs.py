@@ -165,7 +165,7 @@ def job_status(job_id: str, session: SessionDep, caller: Custodian) -> JSONRespo
 
 @router.post("/jobs/{job_id}/cancel")
 def cancel(job_id: str, request: Request, services: ServicesDep, caller: Custodian) -> Response:
-    """Cancel: a queued job ends uncharged; a running one stops and is charged what it spent."""
+    """Cancel: a job that never ran ends uncharged; a running one stops, charged what it spent."""
     with transaction(services.sessions) as session:
         job = api.cancel_job(job_id, session, caller)
     flash(
