@@ -52,6 +52,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def _limit(text: str) -> int | str:
     return text if text == "default" else _positive_int(text)
 
@@ -207,7 +217,15 @@ def _add_service_commands(sub: Any) -> None:
         datasets.add_parser("delete-raw", help="erase the raw upload"), f"{client}:datasets_delete_raw"
     )
     ds_erase.add_argument("dataset")
-    for parser in (ds_list, ds_schema, ds_budget, ds_erase):
+    ds_keep = _handler(
+        datasets.add_parser("retention", help="how long the raw upload is kept"),
+        f"{client}:datasets_retention",
+    )
+    ds_keep.add_argument("dataset")
+    period = ds_keep.add_mutually_exclusive_group(required=True)
+    period.add_argument("--days", type=_non_negative_float, help="erase it this many days after the upload")
+    period.add_argument("--keep", action="store_true", help="keep it until erased on request")
+    for parser in (ds_list, ds_schema, ds_budget, ds_erase, ds_keep):
         _add_client_options(parser)
 
     jobs = sub.add_parser("jobs", help="submit, follow and cancel training jobs").add_subparsers(

@@ -93,6 +93,20 @@ def datasets_budget(args: argparse.Namespace) -> int:
     return 0
 
 
+def datasets_retention(args: argparse.Namespace) -> int:
+    """Set how long the raw upload is kept (``--days N``, or ``--keep`` until erased on request)."""
+    with _client(args) as client:
+        dataset = client.request(
+            "PUT", f"/datasets/{args.dataset}/retention", json={"days": None if args.keep else args.days}
+        )
+    expires = dataset["raw_expires_at"]
+    print(
+        f"dataset {dataset['id']}: raw data "
+        + (f"erased after {expires}" if expires else "kept until erased")
+    )
+    return 0
+
+
 def datasets_delete_raw(args: argparse.Namespace) -> int:
     """Erase a dataset's raw upload (releases and the ledger stay)."""
     with _client(args) as client:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from service.core import audit
 from service.core.audit_verify import verify_file
 from service.core.config import get_settings
+from service.core.datasets import erase_expired
 from service.core.db import make_engine, make_sessionmaker, transaction
 from service.core.errors import InvalidRequestError
 from service.core.migrate import upgrade
@@ -29,6 +30,7 @@ from service.core.security import (
     create_user,
     generate_password,
 )
+from service.core.storage import Storage
 
 
 def migrate(_args: argparse.Namespace) -> int:
@@ -58,12 +60,15 @@ def serve(args: argparse.Namespace) -> int:
     upgrade(settings.database)
     prepare_broker(settings)
     declare_queues(celery_app)
-    # Sweeps expired leases even when no worker is left alive to do it.
+    # Sweeps expired leases even when no worker is left alive to do it, and ended retention periods.
+    sessions = make_sessionmaker(make_engine(settings.database))
+    storage = Storage(settings.storage)
     reconciler = Reconciler(
-        make_sessionmaker(make_engine(settings.database)),
+        sessions,
         settings.reconcile_seconds,
         celery_app,
         settings.resend_seconds,
+        on_sweep=lambda: erase_expired(sessions, storage),
     )
     reconciler.start()
     worker = None
@@ -113,12 +118,15 @@ def worker(args: argparse.Namespace) -> int:
     prepare_broker(settings)
     declare_queues(celery_app)
 
-    def still_here() -> None:
+    storage = Storage(settings.storage)
+
+    def housekeeping() -> None:
         with transaction(sessions) as session:
             worker_registry.seen(session, me)
+        erase_expired(sessions, storage)
 
     reconciler = Reconciler(
-        sessions, settings.reconcile_seconds, celery_app, settings.resend_seconds, on_sweep=still_here
+        sessions, settings.reconcile_seconds, celery_app, settings.resend_seconds, on_sweep=housekeeping
     )
     reconciler.start()
     print(f"dpsynth worker {me}: {mine.description}, queues {','.join(mine.queues)}", flush=True)

@@ -39,7 +39,7 @@ def reconcile_once(
 
 
 class Reconciler(threading.Thread):
-    """Runs ``on_sweep`` (a worker's "still here") and ``reconcile_once`` every ``interval`` seconds."""
+    """Every ``interval`` seconds: ``on_sweep`` (housekeeping), then ``reconcile_once``."""
 
     def __init__(
         self,
@@ -57,9 +57,12 @@ class Reconciler(threading.Thread):
     def run(self) -> None:
         """Sweep until stopped; a failed sweep is logged and retried."""
         while not self._stop_event.wait(self.interval):
-            try:
-                if self.on_sweep is not None:
+            if self.on_sweep is not None:
+                try:
                     self.on_sweep()
+                except Exception:
+                    log.exception("housekeeping before the sweep failed")
+            try:
                 reconcile_once(self.sessions, self.celery, resend_after=self.resend_after)
             except Exception:
                 log.exception("reconcile sweep failed")

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 18:08:04.561992
+Create Date: 2026-11-23 18:45:42.392712
 """
 
 from __future__ import annotations
@@ -113,11 +113,13 @@ def upgrade() -> None:
         sa.Column("epsilon_budget", sa.Float(), nullable=True),
         sa.Column("delta_budget", sa.Float(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("raw_expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("raw_deleted_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], name=op.f("fk_datasets_tenant_id_tenants")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_datasets")),
     )
     with op.batch_alter_table("datasets", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_datasets_raw_expires_at"), ["raw_expires_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_datasets_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
@@ -246,6 +248,7 @@ def downgrade() -> None:
     op.drop_table("users")
     with op.batch_alter_table("datasets", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_datasets_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_datasets_raw_expires_at"))
 
     op.drop_table("datasets")
     with op.batch_alter_table("batches", schema=None) as batch_op:

@@ -63,6 +63,17 @@ class BudgetPublic(BaseModel):
     delta_remaining: float
 
 
+class RetentionUpdate(BaseModel):
+    """How long the raw upload is kept."""
+
+    days: float | None = Field(
+        ge=0,
+        le=36_500,
+        allow_inf_nan=False,
+        description="days after the upload; null: until erased on request",
+    )
+
+
 class BudgetUpdate(BaseModel):
     """The dataset's total privacy budget."""
 
@@ -82,6 +93,7 @@ class DatasetPublic(_Out):
     name: str
     file_format: str
     created_at: UTCDateTime
+    raw_expires_at: UTCDateTime | None
     raw_deleted_at: UTCDateTime | None
     epsilon_budget: float | None
     delta_budget: float | None

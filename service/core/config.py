@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     session_max_age: int = Field(default=8 * 3600, gt=0, description="seconds a web login lasts")
     production: bool = Field(default=False, description="refuse to start without explicit secrets")
     max_upload_bytes: int = Field(default=2 << 30, gt=0, description="uploads over this get a 413")
+    raw_retention_days: float | None = Field(
+        default=None,
+        ge=0,
+        description="days a raw upload is kept, then erased; none: until erased on request",
+    )
     lease_seconds: float = Field(default=60.0, gt=0, description="a job's lease; renewed by heartbeats")
     heartbeat_seconds: float = Field(default=10.0, gt=0, description="how often a training worker renews")
     reconcile_seconds: float = Field(default=30.0, gt=0, description="how often expired leases are swept")

@@ -1,18 +1,24 @@
-"""Dataset writes: register an upload, review its schema, erase its raw data."""
+"""Dataset writes: register an upload, review its schema, set its retention, erase its raw data."""
 
 from __future__ import annotations
 
+import logging
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from models.errors import SchemaError
 from models.schema import ColumnKind, Schema
 from service.core import audit
 from service.core.errors import ConflictError, InvalidRequestError
 from service.core.orm import Dataset, Job, JobState, utcnow
+from service.core.storage import Storage
 from service.core.uploads import StoredUpload
+
+log = logging.getLogger(__name__)
 
 
 def register(
@@ -24,8 +30,13 @@ def register(
     file_format: str,
     upload: StoredUpload,
     actor: str,
+    retention_days: float | None = None,
 ) -> Dataset:
-    """The dataset row for a stored upload; its schema starts as the inferred kinds."""
+    """The dataset row for a stored upload; its schema starts as the inferred kinds.
+
+    ``retention_days`` (the service default) sets when the raw upload is erased.
+    """
+    now = utcnow()
     dataset = Dataset(
         id=dataset_id,
         tenant_id=tenant_id,
@@ -38,6 +49,8 @@ def register(
         schema=upload.inferred_schema,
         storage_key=upload.storage_key,
         wrapped_key=upload.wrapped_key,
+        created_at=now,
+        raw_expires_at=None if retention_days is None else now + timedelta(days=retention_days),
     )
     session.add(dataset)
     session.flush()
@@ -48,7 +61,12 @@ def register(
         tenant_id=tenant_id,
         object_type="dataset",
         object_id=dataset.id,
-        details={"format": file_format, "size_bytes": upload.size_bytes, "sha256": upload.sha256},
+        details={
+            "format": file_format,
+            "size_bytes": upload.size_bytes,
+            "sha256": upload.sha256,
+            "raw_expires_at": None if dataset.raw_expires_at is None else dataset.raw_expires_at.isoformat(),
+        },
     )
     return dataset
 
@@ -98,12 +116,38 @@ def update_schema(session: Session, dataset: Dataset, raw: dict[str, Any], *, ac
     return dataset
 
 
-def erase_raw(session: Session, dataset: Dataset, *, actor: str) -> str | None:
+def set_retention(session: Session, dataset: Dataset, days: float | None, *, actor: str) -> Dataset:
+    """Keep the raw upload ``days`` after its upload (None: until erased on request).
+
+    Raises:
+        ConflictError: the raw data is already erased.
+    """
+    if dataset.raw_deleted_at is not None:
+        raise ConflictError("the raw data of this dataset was already erased")
+    created = aware(dataset.created_at)
+    dataset.raw_expires_at = None if days is None else created + timedelta(days=days)
+    audit.append(
+        session,
+        action="dataset.retention",
+        actor=actor,
+        tenant_id=dataset.tenant_id,
+        object_type="dataset",
+        object_id=dataset.id,
+        details={
+            "days": days,
+            "raw_expires_at": None if dataset.raw_expires_at is None else dataset.raw_expires_at.isoformat(),
+        },
+    )
+    return dataset
+
+
+def erase_raw(session: Session, dataset: Dataset, *, actor: str, reason: str = "requested") -> str | None:
     """Erase the raw upload's key (cryptographic erase); returns the file's storage key.
 
     Releases, certificates and the ledger stay. The caller deletes the file once this
-    transaction has committed: from then on the file is unreadable anyway, even if the
-    delete fails or a backup kept a copy, and a rolled-back erase never loses the file.
+    transaction has committed (``finish_erase``): from then on the file is unreadable
+    anyway, even if the delete fails or a backup kept a copy, and a rolled-back erase
+    never loses the file.
 
     Raises:
         ConflictError: already erased, or a job is still using the data.
@@ -126,5 +170,66 @@ def erase_raw(session: Session, dataset: Dataset, *, actor: str) -> str | None:
         tenant_id=dataset.tenant_id,
         object_type="dataset",
         object_id=dataset.id,
+        details={"reason": reason},
     )
     return key
+
+
+def finish_erase(storage: Storage, key: str | None, engine: Engine) -> None:
+    """After an erase committed: delete the file, and on SQLite push the change out of the WAL.
+
+    ``secure_delete`` zeroes freed content in database pages, but in WAL mode the page
+    that held the wrapped key survives in the main file until a checkpoint copies the new
+    page over it; a TRUNCATE checkpoint does that and empties the WAL.
+    """
+    if key is not None:
+        try:
+            storage.delete(key)
+        except Exception:  # the key is already destroyed: a file left behind is unreadable
+            log.exception("could not delete %s after erasing its key; the file is unreadable", key)
+    if engine.dialect.name == "sqlite":
+        # Readers in other connections can make the checkpoint stop short: try again briefly.
+        # The driver connection runs it outside a transaction (SQLAlchemy's would BEGIN first).
+        for _ in range(50):
+            raw = engine.raw_connection()
+            try:
+                busy = raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            finally:
+                raw.close()
+            if not busy:
+                return
+            time.sleep(0.1)
+        log.warning("the SQLite WAL could not be truncated after an erase; it empties at a later checkpoint")
+
+
+def erase_expired(sessions: sessionmaker[Session], storage: Storage) -> list[str]:
+    """Erase every raw upload whose retention period ended; returns the dataset ids.
+
+    A dataset with a job still queued or running waits for the next sweep.
+    """
+    erased: list[str] = []
+    engine = sessions.kw["bind"]
+    with sessions() as session, session.begin():
+        due = session.scalars(
+            select(Dataset.id).where(Dataset.raw_deleted_at.is_(None), Dataset.raw_expires_at <= utcnow())
+        ).all()
+    for dataset_id in due:
+        try:
+            with sessions() as session, session.begin():
+                dataset = session.scalars(
+                    select(Dataset).where(Dataset.id == dataset_id).with_for_update()
+                ).one()
+                if dataset.raw_deleted_at is not None:
+                    continue
+                key = erase_raw(session, dataset, actor="system:retention", reason="retention period ended")
+        except ConflictError as exc:
+            log.info("dataset %s: retention ended but %s; retrying at the next sweep", dataset_id, exc)
+            continue
+        finish_erase(storage, key, engine)
+        erased.append(dataset_id)
+    return erased
+
+
+def aware(moment: datetime) -> datetime:
+    """``moment`` as an aware UTC datetime (SQLite hands them back naive)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -126,6 +126,8 @@ class Dataset(Base):
     epsilon_budget: Mapped[float | None] = mapped_column(Float, default=None)
     delta_budget: Mapped[float | None] = mapped_column(Float, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When the retention period of the raw upload ends (None: kept until erased on request).
+    raw_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None, index=True)
     raw_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 

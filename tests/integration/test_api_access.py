@@ -222,6 +222,9 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("DELETE", "/datasets/{dataset_id}/raw"): Entry(
         {CUSTODIAN: 200}, fresh={"dataset_id": World.fresh_dataset}
     ),
+    ("PUT", "/datasets/{dataset_id}/retention"): Entry(
+        {CUSTODIAN: 200}, _with(json={"days": 3650}), fresh={"dataset_id": World.fresh_dataset}
+    ),
     ("POST", "/jobs"): Entry(
         {CUSTODIAN: 201},
         _with(json=lambda w: {"dataset_id": w.ids["dataset_id"], "epsilon": 0.01, "rows": 5}),

@@ -17,6 +17,7 @@ from service.api.schemas import (
     DatasetPublic,
     LedgerLine,
     LedgerPublic,
+    RetentionUpdate,
     SchemaUpdate,
     TableFormat,
 )
@@ -24,7 +25,6 @@ from service.core import audit, datasets, ledger
 from service.core.db import after_commit, transaction
 from service.core.errors import InvalidRequestError, PayloadTooLargeError
 from service.core.orm import Dataset, Job, Release, Role, new_id
-from service.core.storage import Storage
 from service.core.uploads import store_upload
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -102,6 +102,7 @@ async def upload_dataset(
                 name=name,
                 file_format=file_format,
                 upload=stored,
+                retention_days=services.settings.raw_retention_days,
                 actor=caller.actor,
             )
             return _custodian_view(session, dataset)
@@ -192,14 +193,6 @@ def get_ledger(dataset_id: str, session: SessionDep, caller: LedgerReader) -> Le
     )
 
 
-def _delete_file(storage: Storage, key: str) -> None:
-    # The key is already destroyed, so a file left behind is unreadable; say so, don't fail.
-    try:
-        storage.delete(key)
-    except Exception:
-        log.exception("could not delete %s after erasing its key; the file is unreadable", key)
-
-
 @router.delete("/{dataset_id}/raw", response_model=DatasetPublic)
 def delete_raw(dataset_id: str, session: SessionDep, services: ServicesDep, caller: Custodian) -> Dataset:
     """Erase the raw upload (key and file); releases, certificates and the ledger stay.
@@ -208,7 +201,16 @@ def delete_raw(dataset_id: str, session: SessionDep, services: ServicesDep, call
     """
     dataset = owned(session, Dataset, dataset_id, caller, lock=True)
     key = datasets.erase_raw(session, dataset, actor=caller.actor)
-    if key is not None:
-        storage = services.storage
-        after_commit(session, lambda: _delete_file(storage, key))
+    storage, engine = services.storage, session.get_bind()
+    after_commit(session, lambda: datasets.finish_erase(storage, key, engine))  # type: ignore[arg-type]
     return dataset
+
+
+@router.put("/{dataset_id}/retention", response_model=DatasetPublic)
+def set_retention(dataset_id: str, body: RetentionUpdate, session: SessionDep, caller: Custodian) -> Dataset:
+    """Erase the raw upload automatically ``days`` after it was uploaded (null: keep until erased).
+
+    A period already over erases it at the next sweep (within ``DPSYNTH_RECONCILE_SECONDS``).
+    """
+    dataset = owned(session, Dataset, dataset_id, caller, lock=True)
+    return datasets.set_retention(session, dataset, body.days, actor=caller.actor)
