@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from models.certificate import build_certificate
 from models.checkpoint import Checkpoint
@@ -27,7 +29,7 @@ from models.schema import Schema, infer_schema
 from models.training import FitRun, ProgressEvent, resolve_device
 from models.transform import TableEncoder
 
-MODEL_FORMAT = "dpsynth-model/1"
+MODEL_FORMAT = "dpsynth-model/2"
 
 
 def table_sha256(df: pd.DataFrame) -> str:
@@ -159,7 +161,7 @@ class Synthesizer:
         return pd.concat(parts, ignore_index=True)
 
     def save(self, path: str | Path) -> None:
-        """Write weights and JSON metadata (no pickle, no raw rows)."""
+        """Write the weights as safetensors with the JSON metadata in its header (no pickle, no raw rows)."""
         self._check_fitted()
         meta = {
             "format": MODEL_FORMAT,
@@ -167,14 +169,19 @@ class Synthesizer:
             "domains": [domain_to_dict(d) for d in self.domains_],
             "certificate": self.certificate_,
         }
-        weights = {k: v.detach().cpu() for k, v in self.generator_.state_dict().items()}
-        torch.save({"meta": json.dumps(meta), "generator": weights}, Path(path))
+        weights = {k: v.detach().cpu().contiguous() for k, v in self.generator_.state_dict().items()}
+        save_file(weights, str(path), metadata={"dpsynth": json.dumps(meta)})
 
     @classmethod
     def load(cls, path: str | Path, *, device: str = "auto") -> Synthesizer:
-        """Load a model written by ``save`` (``weights_only=True``: no code is unpickled)."""
-        blob = torch.load(Path(path), map_location="cpu", weights_only=True)
-        meta = json.loads(blob["meta"]) if isinstance(blob, dict) and "meta" in blob else {}
+        """Load a model written by ``save``: plain tensors and JSON, nothing executable."""
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                header = fh.metadata() or {}
+                weights = {name: fh.get_tensor(name) for name in fh.keys()}
+        except (SafetensorError, OSError) as exc:
+            raise ValueError(f"{str(path)!r} is not a dpsynth model file: {exc}") from None
+        meta = json.loads(header.get("dpsynth", "{}"))
         if meta.get("format") != MODEL_FORMAT:
             raise ValueError(f"{str(path)!r} is not a dpsynth model file")
         cfg = dict(meta["config"])
@@ -190,10 +197,10 @@ class Synthesizer:
                 latent_dim=self.config.latent_dim,
                 hidden=self.config.hidden,
                 spans=self.encoder_.spans,
-                n_codes=len(blob["generator"]["codes"]),
+                n_codes=len(weights["codes"]),
                 rng=rng,
             )
-        gen.load_state_dict(blob["generator"])
+        gen.load_state_dict(weights)
         self.generator_ = gen.to(resolve_device(device))
         self.certificate_ = meta["certificate"]
         return self

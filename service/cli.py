@@ -289,6 +289,15 @@ def _add_service_commands(sub: Any) -> None:
     download.add_argument("--format", choices=["csv", "parquet"], default=None)
     download.add_argument("--certificate", default=None, help="also write the certificate JSON here")
     _add_client_options(download)
+    reproduce = _handler(
+        releases.add_parser("reproduce", help="re-derive a release from its model; re-compute epsilon"),
+        f"{client}:releases_reproduce",
+    )
+    reproduce.add_argument("release")
+    reproduce.add_argument(
+        "-o", "--output", default=None, help="keep the model and certificate in this folder"
+    )
+    _add_client_options(reproduce)
 
     audit = sub.add_parser("audit", help="export and verify the audit log").add_subparsers(
         dest="action", required=True

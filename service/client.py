@@ -81,7 +81,12 @@ class Client:
         )
 
     def download(
-        self, path: str, out: Path, *, params: dict[str, str], on_bytes: Callable[[int], None] | None = None
+        self,
+        path: str,
+        out: Path,
+        *,
+        params: dict[str, str] | None = None,
+        on_bytes: Callable[[int], None] | None = None,
     ) -> int:
         """Stream ``GET path`` into ``out`` (written whole or not at all); returns bytes written."""
         tmp = out.with_name(f".{out.name}.part")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -202,6 +203,41 @@ def releases_download(args: argparse.Namespace) -> int:
             cert = client.request("GET", f"/releases/{args.release}/certificate")
             Path(args.certificate).write_text(json.dumps(cert, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out} ({size:,} bytes)")
+    return 0
+
+
+def releases_reproduce(args: argparse.Namespace) -> int:
+    """Re-derive a release from its model and certificate, without raw data; exit 1 on a mismatch.
+
+    Re-draws the table from the stored generator with the recorded seed and rows and
+    compares its SHA-256, checks the model file's SHA-256, and re-computes epsilon from
+    the certificate's accountant history.
+    """
+    from models.reproduce import check_release
+
+    out = Path(args.output) if args.output else None
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = out or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        model = folder / f"model-{args.release}.safetensors"
+        with _client(args) as client:
+            certificate = client.request("GET", f"/releases/{args.release}/certificate")
+            client.download(f"/releases/{args.release}/model", model)
+        (folder / f"certificate-{args.release}.json").write_text(json.dumps(certificate, indent=2) + "\n")
+        problems = check_release(certificate, model)
+    record = certificate.get("service", {}).get("reproduce", {})
+    if problems:
+        print(f"release {args.release} does NOT reproduce:")
+        for problem in problems:
+            print(f"  - {problem}")
+        return 1
+    print(
+        f"release {args.release} reproduces: {record.get('rows')} rows re-drawn with seed "
+        f"{record.get('sample_seed')} match SHA-256 {record.get('table_sha256', '')[:16]}..., and the "
+        f"accountant history gives the claimed epsilon {certificate['epsilon']:.6g}"
+    )
+    if out:
+        print(f"model and certificate kept in {out}")
     return 0
 
 

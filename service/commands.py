@@ -127,7 +127,7 @@ def demo(args: argparse.Namespace) -> int:
         rows=cut,
         output=str(out / "synthetic.csv"),
         certificate=str(out / "certificate.json"),
-        model=str(out / "model.pt"),
+        model=str(out / "model.safetensors"),
         seed=args.seed,
         accountant="prv",
         discriminator_share=None,

@@ -39,6 +39,7 @@ from models import (
 )
 from models.quality import evaluate_quality
 from models.quality_detail import association_matrix, marginal_comparison
+from models.reproduce import file_sha256, rederive, table_sha256
 from service.core import crypto, jobs, queueing
 from service.core.config import Settings
 from service.core.db import transaction
@@ -72,7 +73,7 @@ ENGINE_OPTIONS = (
 
 def model_key(job_id: str) -> str:
     """Storage key of a job's model weights."""
-    return f"models/{job_id}/model.pt"
+    return f"models/{job_id}/model.safetensors"
 
 
 def checkpoint_key(job_id: str) -> str:
@@ -92,6 +93,19 @@ def copy_from_storage(storage: Storage, key: str, path: Path) -> None:
     with storage.open_read(key) as src, path.open("wb") as dst:
         while chunk := src.read(1 << 20):
             dst.write(chunk)
+
+
+def draw_release(model_path: Path, *, rows: int, seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A release's table drawn from a stored model file, and the record that re-derives it."""
+    table = rederive(model_path, rows=rows, seed=seed)
+    record = {
+        "model_sha256": file_sha256(model_path),
+        "rows": len(table),
+        "sample_seed": seed,
+        "table_sha256": table_sha256(table),
+        "device": "cpu",
+    }
+    return table, record
 
 
 def write_release(storage: Storage, key: str, table: pd.DataFrame) -> None:
@@ -351,19 +365,22 @@ class JobRunner:
     def _finish(
         self, job: Job, dataset: Dataset, synth: Synthesizer, train: pd.DataFrame, holdout: pd.DataFrame
     ) -> JobState:
+        seed = synth.config.seed
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "model.pt"
+            path = Path(tmp) / "model.safetensors"
             synth.save(path)
             copy_to_storage(path, self.storage, model_key(job.id))
+            # Drawn from the stored file on CPU, so whoever holds the model re-draws this very table.
+            table, reproduce = draw_release(path, rows=job.rows, seed=seed)
         release_id = new_id()
-        table = synth.sample(job.rows)
         write_release(self.storage, release_key(release_id), table)
         certificate = dict(synth.certificate)
         certificate["service"] = {
             "job_id": job.id,
             "dataset_id": dataset.id,
             "release_id": release_id,
-            "sample_seed": synth.config.seed,
+            "sample_seed": seed,
+            "reproduce": reproduce,
         }
         quality = self._quality(dataset, train, holdout, table)
         release = Release(

@@ -9,24 +9,20 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import Synthesizer
 from service.core import releases
 from service.core.db import transaction
 from service.core.orm import Job, Release
 from service.core.storage import Storage
-from workers.runner import write_release
+from workers.runner import draw_release, write_release
 
 log = logging.getLogger(__name__)
 
 
-def load_model(storage: Storage, key: str) -> Synthesizer:
-    """A stored model (weights and JSON; ``Synthesizer.load`` unpickles nothing)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.pt"
-        with storage.open_read(key) as src, path.open("wb") as dst:
-            while chunk := src.read(1 << 20):
-                dst.write(chunk)
-        return Synthesizer.load(path, device="cpu")
+def fetch_model(storage: Storage, key: str, path: Path) -> None:
+    """Copy a stored model (safetensors: nothing in it is executed) to ``path``."""
+    with storage.open_read(key) as src, path.open("wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
 
 
 def sample_release(sessions: sessionmaker[Session], storage: Storage, release_id: str, *, owner: str) -> str:
@@ -40,10 +36,16 @@ def sample_release(sessions: sessionmaker[Session], storage: Storage, release_id
         rows, model_key = release.rows, job.model_key
         seed = int(release.certificate["service"]["sample_seed"])
     try:
-        table = load_model(storage, model_key).sample(rows, random_state=seed)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.safetensors"
+            fetch_model(storage, model_key, path)
+            table, reproduce = draw_release(path, rows=rows, seed=seed)
         write_release(storage, release.storage_key, table)
         with transaction(sessions) as session:
-            return releases.complete(session, release_id, rows=len(table), actor=f"worker:{owner}").state
+            done = releases.complete(
+                session, release_id, rows=len(table), reproduce=reproduce, actor=f"worker:{owner}"
+            )
+            return done.state
     except Exception as exc:
         log.exception("release %s failed", release_id)
         with transaction(sessions) as session:

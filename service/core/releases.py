@@ -44,7 +44,8 @@ def request(session: Session, job: Job, *, rows: int, actor: str) -> Release:
     release_id = new_id()
     seed = secrets.randbelow(2**31)
     certificate = dict(first_certificate(session, job))
-    certificate["service"] = {**certificate.get("service", {}), "release_id": release_id, "sample_seed": seed}
+    service = {k: v for k, v in certificate.get("service", {}).items() if k != "reproduce"}
+    certificate["service"] = {**service, "release_id": release_id, "sample_seed": seed}
     release = Release(
         id=release_id,
         tenant_id=job.tenant_id,
@@ -69,12 +70,17 @@ def request(session: Session, job: Job, *, rows: int, actor: str) -> Release:
     return release
 
 
-def complete(session: Session, release_id: str, *, rows: int, actor: str) -> Release:
-    """Mark a pending release ready once its table is stored."""
+def complete(
+    session: Session, release_id: str, *, rows: int, reproduce: dict[str, Any], actor: str
+) -> Release:
+    """Mark a pending release ready once its table is stored, with what re-derives it."""
     release = session.scalars(select(Release).where(Release.id == release_id).with_for_update()).one()
     if release.state != "pending":
         raise ConflictError(f"release {release_id} is {release.state}, not pending")
     release.state, release.rows = "ready", rows
+    certificate = dict(release.certificate)
+    certificate["service"] = {**certificate["service"], "reproduce": reproduce}
+    release.certificate = certificate
     audit.append(
         session,
         action="release.created",

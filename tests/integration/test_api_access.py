@@ -47,14 +47,17 @@ def make_release(service: LiveService, client: httpx.Client, dataset_id: str, *,
     storage_key = f"releases/{release_id}/table.parquet"
     buffer = io.BytesIO()
     RELEASE_TABLE.to_parquet(buffer, index=False)
-    with Storage(service.settings.storage).open_write(storage_key) as fh:
+    storage = Storage(service.settings.storage)
+    with storage.open_write(storage_key) as fh:
         fh.write(buffer.getvalue())
+    with storage.open_write(f"models/{job_id}/model.safetensors") as fh:
+        fh.write(b"weights")  # streamed as they are
     with transaction(service.sessions) as session:
         job = session.get(Job, job_id)
         dataset = session.get(Dataset, dataset_id)
         assert job is not None and dataset is not None
         ledger.settle(job, state=JobState.succeeded, epsilon=epsilon, delta=job.delta)
-        job.model_key = f"models/{job_id}/model.pt"
+        job.model_key = f"models/{job_id}/model.safetensors"
         certificate = {
             "epsilon": epsilon,
             "delta": job.delta,
@@ -245,6 +248,7 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("GET", "/releases/{release_id}/certificate"): Entry(READERS),
     ("GET", "/releases/{release_id}/quality"): Entry({CUSTODIAN: 200}),
     ("GET", "/releases/{release_id}/download"): Entry({CUSTODIAN: 200, ANALYST: 200}),
+    ("GET", "/releases/{release_id}/model"): Entry({CUSTODIAN: 200, ANALYST: 200}),
     ("GET", "/audit/export"): Entry({AUDITOR: 200}),
     ("GET", "/keys"): Entry({ADMIN: 200}),
     ("POST", "/keys"): Entry({ADMIN: 201}, _with(json={"role": ANALYST, "name": "new"})),

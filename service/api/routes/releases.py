@@ -130,3 +130,34 @@ def download_release(
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
+
+
+@router.get("/{release_id}/model", response_class=StreamingResponse)
+def download_model(
+    release_id: str, session: SessionDep, services: ServicesDep, caller: ReleaseReader
+) -> StreamingResponse:
+    """The generator the release was drawn from (safetensors), to re-derive the release offline.
+
+    It can draw any number of rows, so it is data like the table: not for auditors.
+    ``dpsynth releases reproduce`` re-draws the table with it and re-computes epsilon.
+    """
+    if caller.role is Role.auditor:
+        raise PermissionDeniedError("auditors read certificates and ledgers, not models that draw data")
+    release = owned(session, Release, release_id, caller)
+    job = session.get(Job, release.job_id)
+    if job is None or job.model_key is None:
+        raise ConflictError(f"release {release.id} has no stored model")
+    audit.append(
+        session,
+        action="release.model_download",
+        actor=caller.actor,
+        tenant_id=caller.tenant_id,
+        object_type="release",
+        object_id=release.id,
+        details={"job_id": job.id},
+    )
+    return StreamingResponse(
+        _file_chunks(services.storage, job.model_key),
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="model-{job.id}.safetensors"'},
+    )

@@ -4,6 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from models import (
     BudgetExceededError,
@@ -119,11 +121,13 @@ def test_outlier_and_rare_category_never_reach_output_or_certificate():
 
 
 def test_save_and_load_roundtrip_without_pickle(fitted, tmp_path):
-    path = tmp_path / "model.pt"
+    path = tmp_path / "model.safetensors"
     fitted.save(path)
-    blob = torch.load(path, weights_only=True)
-    assert set(blob) == {"meta", "generator"}
-    assert 'noise_seed": 1' not in blob["meta"]
+    with safe_open(str(path), framework="pt") as fh:  # plain tensors and a JSON header
+        meta = json.loads(fh.metadata()["dpsynth"])
+        assert set(fh.keys()) == set(fitted.generator_.state_dict())
+    assert meta["format"] == "dpsynth-model/2" and 'noise_seed": 1' not in json.dumps(meta)
+    assert b"\x80\x04" not in path.read_bytes()[:64]  # not a pickle protocol header
     again = Synthesizer.load(path, device="cpu")
     assert again.certificate == fitted.certificate
     pd.testing.assert_frame_equal(again.sample(500, random_state=3), fitted.sample(500, random_state=3))
@@ -131,9 +135,13 @@ def test_save_and_load_roundtrip_without_pickle(fitted, tmp_path):
 
 def test_load_refuses_other_files(tmp_path):
     path = tmp_path / "x.pt"
-    torch.save({"weights": torch.zeros(2)}, path)
+    torch.save({"weights": torch.zeros(2)}, path)  # a pickle: refused, never unpickled
     with pytest.raises(ValueError, match="is not a dpsynth model file"):
         Synthesizer.load(path)
+    other = tmp_path / "y.safetensors"
+    save_file({"w": torch.zeros(2)}, str(other))
+    with pytest.raises(ValueError, match="is not a dpsynth model file"):
+        Synthesizer.load(other)
 
 
 def test_unfitted_synthesizer_says_so():
