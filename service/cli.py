@@ -207,7 +207,14 @@ def _add_service_commands(sub: Any) -> None:
         datasets.add_parser("delete-raw", help="erase the raw upload"), f"{client}:datasets_delete_raw"
     )
     ds_erase.add_argument("dataset")
-    for parser in (ds_list, ds_schema, ds_budget, ds_erase):
+    ds_statement = _handler(
+        datasets.add_parser("statement", help="download the budget statement (custodian or auditor key)"),
+        f"{client}:datasets_statement",
+    )
+    ds_statement.add_argument("dataset")
+    ds_statement.add_argument("-o", "--output", required=True, help="output .pdf or .html")
+    ds_statement.add_argument("--format", choices=["pdf", "html"], default=None, help="default: from -o")
+    for parser in (ds_list, ds_schema, ds_budget, ds_erase, ds_statement):
         _add_client_options(parser)
 
     jobs = sub.add_parser("jobs", help="submit, follow and cancel training jobs").add_subparsers(
