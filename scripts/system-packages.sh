@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the integration and browser tests run (PostgreSQL, Redis, the Debian chromium
-# browser for Playwright) when it is missing. Idempotent: does nothing when all are there. It never starts system services;
+# browser for Playwright, poppler-utils' pdftotext/pdftoppm and the DejaVu fonts for budget
+# statements) when it is missing. Idempotent: does nothing when all are there. It never starts system services;
 # the tests start their own throwaway instances on free ports (tests/integration/servers.py).
 set -euo pipefail
 
@@ -16,12 +17,24 @@ have_chromium() {
   command -v chromium >/dev/null 2>&1
 }
 
-if have_postgres && have_redis && have_chromium; then
+have_poppler() {
+  command -v pdftoppm >/dev/null 2>&1 && command -v pdftotext >/dev/null 2>&1
+}
+
+have_fonts() {
+  [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] && [ -f /usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf ]
+}
+
+have_all() {
+  have_postgres && have_redis && have_chromium && have_poppler && have_fonts
+}
+
+if have_all; then
   exit 0
 fi
 
 if ! command -v apt-get >/dev/null 2>&1; then
-  echo "system-packages.sh: postgresql, redis-server or chromium is missing and apt-get is not available" >&2
+  echo "system-packages.sh: postgresql, redis-server, chromium, poppler-utils or fonts-dejavu-core is missing and apt-get is not available" >&2
   exit 1
 fi
 
@@ -40,13 +53,13 @@ if [ ! -e "$policy" ]; then
   trap '"${as_root[@]}" rm -f "$policy"' EXIT
 fi
 
-echo "system-packages.sh: installing postgresql, redis-server and chromium"
+echo "system-packages.sh: installing postgresql, redis-server, chromium, poppler-utils and fonts-dejavu-core"
 export DEBIAN_FRONTEND=noninteractive
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-  postgresql redis-server chromium >/dev/null
+  postgresql redis-server chromium poppler-utils fonts-dejavu-core >/dev/null
 
-if ! have_postgres || ! have_redis || ! have_chromium; then
-  echo "system-packages.sh: postgresql, redis-server or chromium still missing after apt-get install" >&2
+if ! have_all; then
+  echo "system-packages.sh: postgresql, redis-server, chromium, poppler-utils or fonts-dejavu-core still missing after apt-get install" >&2
   exit 1
 fi

@@ -225,7 +225,14 @@ def _add_service_commands(sub: Any) -> None:
     period = ds_keep.add_mutually_exclusive_group(required=True)
     period.add_argument("--days", type=_non_negative_float, help="erase it this many days after the upload")
     period.add_argument("--keep", action="store_true", help="keep it until erased on request")
-    for parser in (ds_list, ds_schema, ds_budget, ds_erase, ds_keep):
+    ds_statement = _handler(
+        datasets.add_parser("statement", help="download the budget statement (custodian or auditor key)"),
+        f"{client}:datasets_statement",
+    )
+    ds_statement.add_argument("dataset")
+    ds_statement.add_argument("-o", "--output", required=True, help="output .pdf or .html")
+    ds_statement.add_argument("--format", choices=["pdf", "html"], default=None, help="default: from -o")
+    for parser in (ds_list, ds_schema, ds_budget, ds_erase, ds_keep, ds_statement):
         _add_client_options(parser)
 
     jobs = sub.add_parser("jobs", help="submit, follow and cancel training jobs").add_subparsers(

@@ -116,6 +116,16 @@ def datasets_delete_raw(args: argparse.Namespace) -> int:
     return 0
 
 
+def datasets_statement(args: argparse.Namespace) -> int:
+    """Download a dataset's budget statement (PDF, or HTML for a .html file or --format html)."""
+    out = Path(args.output)
+    file_format = args.format or ("html" if out.suffix.lower() in (".html", ".htm") else "pdf")
+    with _client(args) as client:
+        size = client.download(f"/datasets/{args.dataset}/statement", out, params={"format": file_format})
+    print(f"wrote {out} ({size:,} bytes)")
+    return 0
+
+
 def jobs_submit(args: argparse.Namespace) -> int:
     """Submit a job; with --wait, follow it to the end like ``jobs status --follow``."""
     body = {"dataset_id": args.dataset, "epsilon": args.epsilon, "delta": args.delta, "rows": args.rows}

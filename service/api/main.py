@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from service import web
 from service.api import errors
 from service.api.deps import Services
-from service.api.routes import audit, batches, datasets, jobs, keys, releases
+from service.api.routes import audit, batches, datasets, jobs, keys, releases, statements
 from service.core.config import Settings, get_settings
 from service.core.db import make_engine, make_sessionmaker
 from service.core.storage import Storage
@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (datasets, jobs, batches, releases, audit, keys):
+    for module in (datasets, statements, jobs, batches, releases, audit, keys):
         app.include_router(module.router)
 
     web.install(app, settings)  # the web form under /ui/ (service/web)

@@ -222,6 +222,7 @@ MATRIX: dict[tuple[str, str], Entry] = {
         {CUSTODIAN: 200}, _with(json={"epsilon": 100.0, "delta": 0.1})
     ),
     ("GET", "/datasets/{dataset_id}/ledger"): Entry({CUSTODIAN: 200, AUDITOR: 200}),
+    ("GET", "/datasets/{dataset_id}/statement"): Entry({CUSTODIAN: 200, AUDITOR: 200}),
     ("DELETE", "/datasets/{dataset_id}/raw"): Entry(
         {CUSTODIAN: 200}, fresh={"dataset_id": World.fresh_dataset}
     ),

@@ -18,6 +18,7 @@ from service.api.deps import Principal, ServicesDep, SessionDep
 from service.api.routes import datasets as api
 from service.api.routes import jobs as jobs_api
 from service.api.routes import releases as releases_api
+from service.api.routes import statements as statements_api
 from service.api.schemas import NAME_PATTERN, BudgetUpdate, DatasetCustodian, DatasetPublic
 from service.core.db import transaction
 from service.core.errors import InvalidRequestError
@@ -183,3 +184,12 @@ def ledger(dataset_id: str, request: Request, session: SessionDep, caller: Ledge
     dataset = DatasetPublic.model_validate(api.get_dataset(dataset_id, session, caller))
     ledger = api.get_ledger(dataset_id, session, caller)
     return render(request, "ledger.html", dataset=dataset, ledger=ledger, section="/ui/ledgers")
+
+
+@router.get("/datasets/{dataset_id}/statement")
+def statement(dataset_id: str, services: ServicesDep, caller: LedgerReader) -> Response:
+    """The budget statement as a PDF download (the API's route, with the logged-in user).
+
+    PDF only: the HTML statement carries its own inline CSS, which the form's CSP refuses.
+    """
+    return statements_api.get_statement(dataset_id, services, caller, format="pdf")
