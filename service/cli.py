@@ -166,7 +166,7 @@ def _add_service_commands(sub: Any) -> None:
     )
     public_key = _handler(
         admin.add_parser("public-key", help="print the public key that signs audit bundles (to publish it)"),
-        f"{server}:admin_public_key",
+        "service.audit_commands:admin_public_key",
     )
     public_key.add_argument("-o", "--output", default=None, help="write the PEM here instead of stdout")
     _handler(
@@ -285,7 +285,7 @@ def _add_service_commands(sub: Any) -> None:
     )
     verify = _handler(
         audit.add_parser("verify", help="verify an exported audit log or evidence bundle offline"),
-        f"{server}:audit_verify",
+        "service.audit_commands:audit_verify",
     )
     verify.add_argument("file", help="a .jsonl or .csv export, or a .zip evidence bundle")
     verify.add_argument(

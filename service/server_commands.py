@@ -1,4 +1,4 @@
-"""``dpsynth serve|worker|migrate|admin|audit verify``: commands that run the service itself."""
+"""``dpsynth serve|worker|migrate|admin``: commands that run the service itself."""
 
 from __future__ import annotations
 
@@ -12,14 +12,10 @@ import os
 import signal
 import subprocess
 import sys
-import zipfile
-from pathlib import Path
 
 from sqlalchemy.orm import Session
 
 from service.core import audit
-from service.core.audit_verify import verify_file
-from service.core.bundle_verify import BundleResult, verify_bundle
 from service.core.config import get_settings
 from service.core.db import make_engine, make_sessionmaker, transaction
 from service.core.errors import InvalidRequestError
@@ -32,7 +28,6 @@ from service.core.security import (
     create_user,
     generate_password,
 )
-from service.core.signing import Signer
 
 
 def migrate(_args: argparse.Namespace) -> int:
@@ -297,89 +292,6 @@ def admin_new_key(_args: argparse.Namespace) -> int:
     """Print a fresh value for DPSYNTH_ENCRYPTION_KEY, DPSYNTH_SIGNING_KEY or DPSYNTH_SESSION_SECRET."""
     print(base64.b64encode(os.urandom(32)).decode())
     return 0
-
-
-def admin_public_key(args: argparse.Namespace) -> int:
-    """Print (or write) the public key that signs audit bundles, to publish it out of band."""
-    signer = Signer.from_settings(get_settings())
-    if args.output:
-        Path(args.output).write_bytes(signer.public_pem())
-        print(f"wrote {args.output}: Ed25519 public key, fingerprint {signer.fingerprint}")
-    else:
-        sys.stdout.write(signer.public_pem().decode())
-        print(f"fingerprint {signer.fingerprint}", file=sys.stderr)
-    return 0
-
-
-def _print_bundle(path: str, result: BundleResult) -> None:
-    manifest = result.manifest
-    if result.ok and manifest is not None:
-        scope, service, events = manifest.scope, manifest.service, manifest.events
-        what = (
-            f"dataset {scope.dataset_id} of tenant {scope.tenant_id}"
-            if scope.dataset_id
-            else (f"tenant {scope.tenant_id}")
-        )
-        span = f"events from {scope.since or 'the start'} to {scope.until or 'the export'}"
-        print(f"OK: audit bundle of {what}, {span}")
-        print(
-            f"  exported {manifest.generated_at} by {manifest.generated_by} "
-            f"(dpsynth {service.get('version')}, commit {service.get('code_commit')})"
-        )
-        signer = "the trusted key you gave" if result.trusted_key else "the key shipped in the bundle"
-        print(f"  signature: valid, key {result.bundle_key} ({signer})")
-        seqs = (
-            f"tenant_seq {events.first.tenant_seq}..{events.last.tenant_seq}"
-            if events.first and events.last
-            else ""
-        )
-        print(
-            f"  events: {result.events} {seqs}, chain intact between its signed ends "
-            f"(chain head at export: tenant_seq {manifest.chain.head.seq})"
-        )
-        counts = manifest.counts
-        print(
-            f"  ledger: {counts.get('datasets')} dataset(s), {counts.get('jobs')} job(s), "
-            f"{counts.get('certificates')} certificate(s); budgets add up and every certificate "
-            "matches its ledger line"
-        )
-    else:
-        print(f"FAILED: {len(result.problems)} problem(s) in {path}:")
-        for problem in result.problems:
-            print(f"  - {problem}")
-    if result.trusted_key is None:
-        print(
-            "NOTE: no --public-key given, so this checked only that the bundle is consistent with the key "
-            f"shipped inside it ({result.bundle_key}). Anyone who rewrites a bundle can re-sign it with a "
-            "key of their own; verify against the service's key from a trusted place "
-            "(GET /audit/public-key, dpsynth admin public-key) with --public-key KEY.pem to rule that out."
-        )
-
-
-def audit_verify(args: argparse.Namespace) -> int:
-    """Check an exported audit log or evidence bundle offline; exit 1 if anything was tampered with.
-
-    A bundle (a zip) is checked against ``--public-key`` when given; a plain JSONL or CSV
-    export carries no signature.
-    """
-    path = Path(args.file)
-    if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
-        trusted = Path(args.public_key).read_bytes() if args.public_key else None
-        bundle = verify_bundle(path, trusted_key=trusted)
-        _print_bundle(args.file, bundle)
-        return 0 if bundle.ok else 1
-    if args.public_key:
-        raise InvalidRequestError(
-            f"{args.file} is a plain export, which is not signed; --public-key checks evidence bundles (.zip)"
-        )
-    result = verify_file(args.file)
-    if result.ok:
-        print(f"OK: {result.events} events, chain intact; head hash {result.head_hash}")
-        return 0
-    print(f"FAILED: {len(result.problems)} problem(s) in {args.file}:")
-    for problem in result.problems:
-        print(f"  - {problem}")
-    return 1
 
 
 def health(_args: argparse.Namespace) -> int:

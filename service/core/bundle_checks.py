@@ -7,6 +7,7 @@ everything that is wrong.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -152,7 +153,7 @@ class LedgerModel(_Strict):
 
 def shape_problem(error: Exception) -> str:
     """The first few of pydantic's complaints, in one line."""
-    errors = getattr(error, "errors", lambda: [])()
+    errors: list[dict[str, Any]] = list(getattr(error, "errors", list)())
     parts = [f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in errors[:3]]
     more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
     return "; ".join(parts) + more if parts else str(error)
@@ -175,8 +176,12 @@ def check_ledger(ledger: LedgerModel, problem: Problem) -> None:
                 problem(f"ledger.json: {kind} {name} appears on {count} lines")
     for dataset in ledger.datasets:
         _check_dataset(
-            dataset, lambda text, d=dataset: problem(f"ledger.json, dataset {d.dataset_id}: {text}")
+            dataset, functools.partial(_prefixed, problem, f"ledger.json, dataset {dataset.dataset_id}: ")
         )
+
+
+def _prefixed(problem: Problem, prefix: str, text: str) -> None:
+    problem(prefix + text)
 
 
 def _check_dataset(dataset: DatasetLedgerModel, problem: Problem) -> None:
@@ -262,7 +267,8 @@ def _number(value: Any) -> float | None:
 def _check_certificate(
     where: str, release_id: str, cert: dict[str, Any], dataset_id: str, line: LineModel, problem: Problem
 ) -> None:
-    service = cert.get("service") if isinstance(cert.get("service"), dict) else {}
+    raw = cert.get("service")
+    service: dict[str, Any] = raw if isinstance(raw, dict) else {}
     named = service.get("release_id")
     if named != release_id:
         problem(

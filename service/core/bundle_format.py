@@ -22,7 +22,8 @@ SLACK = 1e-9
 def concerns(event: Mapping[str, Any], dataset_id: str, job_ids: set[str], release_ids: set[str]) -> bool:
     """Whether an exported event concerns the dataset, one of its jobs or one of its releases."""
     kind, object_id = event.get("object_type"), event.get("object_id")
-    details = event.get("details") if isinstance(event.get("details"), dict) else {}
+    raw = event.get("details")
+    details: Mapping[str, Any] = raw if isinstance(raw, dict) else {}
     return (
         (kind == "dataset" and object_id == dataset_id)
         or (kind == "job" and object_id in job_ids)

@@ -14,6 +14,7 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass
+from typing import Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -21,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from service.core.config import Settings
 
-ALGORITHM = "Ed25519"
+ALGORITHM: Literal["Ed25519"] = "Ed25519"
 
 
 def fingerprint(public_key: Ed25519PublicKey) -> str:

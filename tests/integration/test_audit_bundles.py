@@ -532,8 +532,24 @@ def test_the_auditors_page_offers_bundles_per_dataset_and_range(evidence: Eviden
         ranged = client.get("/ui/evidence/bundle", params={"dataset_id": "", "since": today, "until": today})
         assert check(tmp_path, ranged.content, trusted=evidence.pem).ok
         assert Bundle(ranged.content).manifest["scope"]["until"] == f"{today}T23:59:59.999999Z"
+        pem = client.get("/ui/evidence/public-key.pem")
+        assert pem.status_code == 200 and pem.content == evidence.pem
         bad = client.get("/ui/evidence/bundle", params={"since": "31/01/2025"})
         assert bad.status_code == 422 and "is not a date" in bad.text
     with _browser(evidence.service) as client:
         _log_in(evidence.service, client, Role.custodian, "cora")
         assert client.get("/ui/evidence").status_code == 403
+
+
+def test_bundles_verify_on_any_database(service_any_db: LiveService, tmp_path: Path):
+    with service_any_db.client(service_any_db.key("custodian")) as client:
+        dataset_id = dataset_with_budget(client, epsilon=1.0)
+        succeed(service_any_db, submit(client, dataset_id, 0.5), epsilon=0.5)
+        submit(client, dataset_id, 0.25)
+    with service_any_db.client(service_any_db.key("auditor")) as client:
+        response = client.get("/audit/bundles", params={"dataset_id": dataset_id})
+        published = client.get("/audit/public-key").json()["public_key_pem"].encode()
+    assert response.status_code == 200, response.text
+    result = check(tmp_path, response.content, trusted=published)
+    assert result.ok, result.problems
+    assert result.manifest is not None and result.manifest.counts["jobs"] == 2

@@ -60,6 +60,14 @@ def _moment(text: str | None, *, end_of_day: bool, label: str) -> datetime | Non
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+@router.get("/evidence/public-key.pem")
+def public_key_pem(services: ServicesDep, caller: Auditor) -> Response:
+    """The service's public key as a file, to keep beside the bundles (it is public anyway)."""
+    pem = api.public_key(services).public_key_pem
+    headers = {"Content-Disposition": 'attachment; filename="dpsynth-signing-key.pem"'}
+    return Response(pem, media_type="application/x-pem-file", headers=headers)
+
+
 @router.get("/evidence/bundle")
 def bundle(
     services: ServicesDep,
