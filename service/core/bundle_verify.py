@@ -252,6 +252,7 @@ class _Verifier:
             {r for d in ledger.datasets for line in d.lines for r in line.release_ids} if ledger else set()
         )
         marked, facts, sha, size, end = [], [], hashlib.sha256(), 0, None
+        times: list[Any] = []  # the first and the last event's time
         if EVENTS not in self.archive.namelist():
             return []
         try:
@@ -273,7 +274,7 @@ class _Verifier:
                     if not isinstance(row.get("tenant_seq"), int):
                         continue
                     end = (row["tenant_seq"], row.get("tenant_hash"))
-                    self.check_time(where, row.get("at"), scope.since, scope.until)
+                    times[1:] = [row.get("at")] if times else [row.get("at"), row.get("at")]
                     if scope.dataset_id is not None and concerns(row, scope.dataset_id, job_ids, release_ids):
                         marked.append(row["tenant_seq"])
                     if fact := _job_fact(row):
@@ -287,6 +288,8 @@ class _Verifier:
         if EVENTS in manifest.files:
             self.compare_hash(EVENTS, sha.hexdigest(), size)
         self.check_ends(manifest, end, checker.events)
+        if times:
+            self.check_times(times[0], times[-1], scope.since, scope.until)
         if scope.dataset_id is not None and manifest.events.dataset_event_seqs != marked:
             self.problem(
                 f"{MANIFEST} marks the events at tenant_seq {manifest.events.dataset_event_seqs} as "
@@ -294,9 +297,16 @@ class _Verifier:
             )
         return facts
 
-    def check_time(self, where: str, at: Any, since: str | None, until: str | None) -> None:
-        if isinstance(at, str) and ((since and at < since) or (until and at > until)):
-            self.problem(f"{where}: the event at {at} lies outside the bundle's time range")
+    def check_times(self, first: Any, last: Any, since: str | None, until: str | None) -> None:
+        """The slice starts at an event at or after ``since`` and ends at one at or before ``until``.
+
+        Only its ends: between them, clocks of several API processes may disagree a little,
+        and the slice is by sequence number, so that no event inside it is left out.
+        """
+        if since and isinstance(first, str) and first < since:
+            self.problem(f"{EVENTS} starts with an event at {first}, before the bundle's start {since}")
+        if until and isinstance(last, str) and last > until:
+            self.problem(f"{EVENTS} ends with an event at {last}, after the bundle's end {until}")
 
     def check_ends(self, manifest: Manifest, end: tuple[int, Any] | None, count: int) -> None:
         signed = manifest.events.last

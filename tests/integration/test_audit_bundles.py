@@ -341,6 +341,12 @@ def _edit_manifest(bundle: Bundle, _ids: dict[str, str]) -> None:
     bundle.put_json("manifest.json", manifest)
 
 
+def _narrow_the_range(bundle: Bundle, _ids: dict[str, str]) -> None:
+    manifest = bundle.manifest
+    manifest["scope"]["since"] = bundle.events()[1]["at"]
+    bundle.put_json("manifest.json", manifest)
+
+
 def _then(*steps: Callable[[Bundle, dict[str, str]], None]) -> Callable[[Bundle, dict[str, str]], None]:
     def change(bundle: Bundle, ids: dict[str, str]) -> None:
         for step in steps:
@@ -427,6 +433,9 @@ TAMPERINGS: dict[str, Tamper] = {
         lambda b, _: b.extra.append(("ledger.json", b"{}")), "is in the zip 2 times"
     ),
     "re-sign with another key": Tamper(_resign, RESIGNED, self_consistent=True),
+    "claim a narrower time range and re-sign": Tamper(
+        _then(_narrow_the_range, _resign), "before the bundle's start"
+    ),
     "edit the manifest without re-signing": Tamper(_edit_manifest, UNSIGNED),
     "replace the public key, keep the signature": Tamper(
         lambda b, _: b.files.update({"public_key.pem": Bundle.pem_of(OTHER_KEY)}), "the key file was replaced"

@@ -247,3 +247,27 @@ def test_the_verifier_uses_the_ledgers_slack_and_loads_no_engine():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_clocks_that_disagree_inside_the_range_are_no_tampering(sessions, tmp_path: Path, monkeypatch):
+    """Several API processes append with their own clocks: ``at`` may step back inside a slice."""
+    base = datetime(2030, 1, 1, tzinfo=UTC)
+    times = iter(
+        [base, base + timedelta(seconds=2), base + timedelta(seconds=1), base + timedelta(seconds=3)]
+    )
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[override]
+            return next(times)
+
+    monkeypatch.setattr(audit, "datetime", Clock)
+    with transaction(sessions) as session:
+        for _ in range(4):
+            audit.append(session, action="auth.login", actor="user:u", tenant_id="t1")
+    monkeypatch.undo()
+    # From the first event at or after since to the last: the third, a second earlier, is inside.
+    path = _bundle(sessions, tmp_path / "b.zip", since=base + timedelta(seconds=1.5))
+    result = verify_bundle(path)
+    assert result.ok, result.problems
+    assert result.events == 3
