@@ -168,9 +168,17 @@ def _add_service_commands(sub: Any) -> None:
         "--generate-password", action="store_true", help="generate a password and print it once"
     )
     _handler(
-        admin.add_parser("new-key", help="print a new DPSYNTH_ENCRYPTION_KEY or DPSYNTH_SESSION_SECRET"),
+        admin.add_parser(
+            "new-key",
+            help="print a new DPSYNTH_ENCRYPTION_KEY, DPSYNTH_SIGNING_KEY or DPSYNTH_SESSION_SECRET",
+        ),
         f"{server}:admin_new_key",
     )
+    public_key = _handler(
+        admin.add_parser("public-key", help="print the public key that signs audit bundles (to publish it)"),
+        "service.audit_commands:admin_public_key",
+    )
+    public_key.add_argument("-o", "--output", default=None, help="write the PEM here instead of stdout")
     _handler(
         admin.add_parser("bootstrap", help="first run: tenant 'default', a key and a user per role"),
         f"{server}:admin_bootstrap",
@@ -310,13 +318,26 @@ def _add_service_commands(sub: Any) -> None:
         dest="action", required=True
     )
     verify = _handler(
-        audit.add_parser("verify", help="verify an exported audit log offline"), f"{server}:audit_verify"
+        audit.add_parser("verify", help="verify an exported audit log or evidence bundle offline"),
+        "service.audit_commands:audit_verify",
     )
-    verify.add_argument("file")
+    verify.add_argument("file", help="a .jsonl or .csv export, or a .zip evidence bundle")
+    verify.add_argument(
+        "--public-key",
+        default=None,
+        metavar="PEM_FILE",
+        help="the service's public key from a trusted place; without it a re-signed bundle passes",
+    )
     export = _handler(
-        audit.add_parser("export", help="export the audit log (auditor key)"), f"{client}:audit_export"
+        audit.add_parser("export", help="export the audit log or an evidence bundle (auditor key)"),
+        f"{client}:audit_export",
     )
-    export.add_argument("-o", "--output", required=True, help=".jsonl or .csv")
+    export.add_argument(
+        "-o", "--output", required=True, help=".zip: signed evidence bundle; .jsonl or .csv: the plain log"
+    )
+    export.add_argument("--dataset", default=None, help="bundle: one dataset (default: the whole tenant)")
+    export.add_argument("--since", default=None, help="bundle: events from this time (ISO 8601, UTC)")
+    export.add_argument("--until", default=None, help="bundle: events up to this time (ISO 8601, UTC)")
     _add_client_options(export)
 
 

@@ -252,12 +252,25 @@ def releases_reproduce(args: argparse.Namespace) -> int:
 
 
 def audit_export(args: argparse.Namespace) -> int:
-    """Download the tenant's audit log (auditor key); check it with ``dpsynth audit verify``."""
+    """Download the tenant's audit log or a signed evidence bundle (auditor key).
+
+    The output's suffix decides: ``.zip`` is an evidence bundle (optionally of one dataset
+    and a time range), ``.csv`` or ``.jsonl`` the plain log. Check either with
+    ``dpsynth audit verify``.
+    """
     out = Path(args.output)
-    file_format = "csv" if out.suffix.lower() == ".csv" else "jsonl"
+    suffix = out.suffix.lower()
+    scoped = {"dataset_id": args.dataset, "since": args.since, "until": args.until}
+    params = {name: value for name, value in scoped.items() if value is not None}
+    if suffix != ".zip" and params:
+        raise ValueError("--dataset, --since and --until make an evidence bundle: write it to a .zip file")
     with _client(args) as client:
-        client.download("/audit/export", out, params={"format": file_format})
-    print(f"wrote {out}")
+        if suffix == ".zip":
+            client.download("/audit/bundles", out, params=params)
+            print(f"wrote {out}; check it with: dpsynth audit verify {out} --public-key SERVICE_KEY.pem")
+        else:
+            client.download("/audit/export", out, params={"format": "csv" if suffix == ".csv" else "jsonl"})
+            print(f"wrote {out}")
     return 0
 
 

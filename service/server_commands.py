@@ -1,4 +1,4 @@
-"""``dpsynth serve|worker|migrate|admin|audit verify``: commands that run the service itself."""
+"""``dpsynth serve|worker|migrate|admin``: commands that run the service itself."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import sys
 from sqlalchemy.orm import Session
 
 from service.core import audit
-from service.core.audit_verify import verify_file
 from service.core.config import get_settings
 from service.core.datasets import erase_expired
 from service.core.db import make_engine, make_sessionmaker, transaction
@@ -298,21 +297,9 @@ def admin_bootstrap(_args: argparse.Namespace) -> int:
 
 
 def admin_new_key(_args: argparse.Namespace) -> int:
-    """Print a fresh value for DPSYNTH_ENCRYPTION_KEY (or DPSYNTH_SESSION_SECRET)."""
+    """Print a fresh value for DPSYNTH_ENCRYPTION_KEY, DPSYNTH_SIGNING_KEY or DPSYNTH_SESSION_SECRET."""
     print(base64.b64encode(os.urandom(32)).decode())
     return 0
-
-
-def audit_verify(args: argparse.Namespace) -> int:
-    """Check an exported audit log offline; exit 1 if anything was edited, deleted or reordered."""
-    result = verify_file(args.file)
-    if result.ok:
-        print(f"OK: {result.events} events, chain intact; head hash {result.head_hash}")
-        return 0
-    print(f"FAILED: {len(result.problems)} problem(s) in {args.file}:")
-    for problem in result.problems:
-        print(f"  - {problem}")
-    return 1
 
 
 def health(_args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.check_production()
     settings.master_key()  # fail at startup, not at the first upload
+    settings.signing_seed()  # nor at the first audit bundle
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -262,3 +262,11 @@ class KeyCreated(KeyPublic):
 
 ExportFormat = Literal["jsonl", "csv"]
 TableFormat = Literal["csv", "parquet"]
+
+
+class PublicKeyPublic(BaseModel):
+    """The service's public key, which signs audit bundles."""
+
+    algorithm: Literal["Ed25519"]
+    fingerprint: str = Field(description="sha256: and the hex SHA-256 of the 32 raw public-key bytes")
+    public_key_pem: str = Field(description="the key as PEM; pass it to dpsynth audit verify --public-key")

@@ -18,8 +18,9 @@ writers), so all appends are serialized and the tenant head behind it needs no l
 
 Limits: verification finds any edited, deleted, inserted or reordered event, but not
 events cut off the end of an export, since nothing after them is left to disagree.
-Compare ``VerifyResult.head_hash`` with :func:`head_hash` from the database or with a
-published head (issue 7 adds signed heads). In the database itself, ``audit_verify.verify_chain``
+Compare ``VerifyResult.head_hash`` with :func:`head_hash` from the database, or export a
+signed evidence bundle (``bundles.py``), whose manifest signs the slice's ends and the chain
+head at export. In the database itself, ``audit_verify.verify_chain``
 also checks the head rows, which catches a truncated table unless the heads were
 rewritten too.
 """

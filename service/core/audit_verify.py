@@ -2,7 +2,8 @@
 
 See ``audit.py`` for the chains. Limits: verification finds any edited, deleted,
 inserted or reordered event, but not events cut off the end of an export, since nothing
-after them is left to disagree; compare ``VerifyResult.head_hash`` with a published head.
+after them is left to disagree; compare ``VerifyResult.head_hash`` with a published head,
+or verify a signed evidence bundle (``bundle_verify.py``), which signs its ends.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def _unescape(cell: str) -> str:
 
 
 @dataclass
-class _Checker:
+class ChainChecker:
     """Walks rows in order, checking links on the global or on the tenant chain, and every hash."""
 
     check_global: bool
@@ -70,7 +71,14 @@ class _Checker:
     chain: str | None = None
     ends: dict[str, tuple[int, str]] = field(default_factory=dict)  # chain -> last (seq, hash)
 
+    @classmethod
+    def for_slice(cls, tenant_id: str | None, *, after_seq: int, after_hash: str) -> ChainChecker:
+        """A checker for a contiguous slice of one tenant chain that follows ``(after_seq, after_hash)``."""
+        chain = tenant_chain(tenant_id)
+        return cls(check_global=False, chain=chain, ends={chain: (after_seq, after_hash)})
+
     def problem(self, where: str, text: str) -> None:
+        """Record a problem at ``where`` (at most 50 are kept)."""
         if len(self.problems) <= _MAX_PROBLEMS:  # a file of garbage must not fill memory
             text = f"{where}: {text}" if where else text
             self.problems.append(text if len(self.problems) < _MAX_PROBLEMS else "and more problems")
@@ -126,6 +134,7 @@ class _Checker:
         return None
 
     def result(self) -> VerifyResult:
+        """What was found."""
         chain = GLOBAL_CHAIN if self.check_global else self.chain or GLOBAL_CHAIN
         return VerifyResult(not self.problems, self.events, self.problems, self.head, chain)
 
@@ -193,7 +202,7 @@ def verify_file(path: str | Path, *, mode: Literal["auto", "global", "tenant"] =
     if mode == "auto":
         tenants = {repr(row.get("tenant_id")) for _, row in read(path) if isinstance(row, dict)}
         mode = "tenant" if len(tenants) == 1 else "global"
-    checker = _Checker(check_global=mode == "global")
+    checker = ChainChecker(check_global=mode == "global")
     for where, row in read(path):
         checker.feed(where, row)
     return checker.result()
@@ -201,7 +210,7 @@ def verify_file(path: str | Path, *, mode: Literal["auto", "global", "tenant"] =
 
 def verify_chain(session: Session) -> VerifyResult:
     """Verify every chain in the database, and that each ``audit_head`` row matches its chain's end."""
-    checker = _Checker(check_global=True)
+    checker = ChainChecker(check_global=True)
     for event in events_in_order(session, None):
         try:
             row = exported_row(event)

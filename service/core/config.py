@@ -14,11 +14,12 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 KEY_FILE = "master.key"
 SESSION_KEY_FILE = "session.key"
+SIGNING_KEY_FILE = "signing.key"
 
 
 class Settings(BaseSettings):
@@ -35,6 +36,10 @@ class Settings(BaseSettings):
     storage_url: str | None = Field(default=None, description="fsspec URL (file://, s3://); default data_dir")
     encryption_key: SecretStr | None = Field(
         default=None, description="base64 of 32 random bytes; wraps every dataset's own key"
+    )
+    signing_key: SecretStr | None = Field(
+        default=None,
+        description="base64 of the 32-byte Ed25519 private seed that signs audit bundles",
     )
     session_secret: SecretStr | None = Field(
         default=None, description="signs the web form's session cookies; at least 32 characters"
@@ -83,18 +88,18 @@ class Settings(BaseSettings):
         description="Redis: a received but unacknowledged message is redelivered after this",
     )
 
-    @field_validator("encryption_key")
+    @field_validator("encryption_key", "signing_key")
     @classmethod
-    def _key_is_32_bytes(cls, value: SecretStr | None) -> SecretStr | None:
+    def _key_is_32_bytes(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if value is not None:
+            name = f"DPSYNTH_{(info.field_name or '').upper()}"
             try:
                 raw = base64.b64decode(value.get_secret_value(), validate=True)
             except ValueError:
-                raise ValueError("DPSYNTH_ENCRYPTION_KEY is not base64") from None
+                raise ValueError(f"{name} is not base64") from None
             if len(raw) != 32:
                 raise ValueError(
-                    f"DPSYNTH_ENCRYPTION_KEY must be 32 bytes, got {len(raw)}; make one with: "
-                    "dpsynth admin new-key"
+                    f"{name} must be 32 bytes, got {len(raw)}; make one with: dpsynth admin new-key"
                 )
         return value
 
@@ -177,6 +182,26 @@ class Settings(BaseSettings):
             )
         return self._generated(SESSION_KEY_FILE)
 
+    def signing_seed(self) -> bytes:
+        """The 32-byte Ed25519 private seed that signs audit bundles (``service.core.signing``).
+
+        Outside production a missing key is generated once into ``data_dir`` (mode 0600),
+        like the master key, so bundles made on a laptop verify across restarts; production
+        refuses, since a key nobody chose cannot be published ahead of time.
+
+        Raises:
+            RuntimeError: production mode without ``DPSYNTH_SIGNING_KEY``.
+        """
+        if self.signing_key is not None:
+            return base64.b64decode(self.signing_key.get_secret_value())
+        if self.production:
+            raise RuntimeError(
+                "DPSYNTH_PRODUCTION is set but DPSYNTH_SIGNING_KEY is not: refusing to sign audit "
+                "bundles with a generated key; set DPSYNTH_SIGNING_KEY (base64 of 32 random bytes: "
+                "dpsynth admin new-key)"
+            )
+        return base64.b64decode(self._generated(SIGNING_KEY_FILE))
+
     def check_production(self) -> None:
         """Fail closed in production: explicit keys, database, broker and storage.
 
@@ -187,7 +212,14 @@ class Settings(BaseSettings):
             return
         missing = [
             f"DPSYNTH_{name.upper()}"
-            for name in ("encryption_key", "database_url", "broker_url", "storage_url", "session_secret")
+            for name in (
+                "encryption_key",
+                "database_url",
+                "broker_url",
+                "storage_url",
+                "session_secret",
+                "signing_key",
+            )
             if getattr(self, name) is None
         ]
         if missing:

@@ -53,7 +53,11 @@ NAV: dict[Role, list[tuple[str, str]]] = {
         ("Budget ledgers", "/ui/ledgers"),
     ],
     Role.analyst: [("Releases", "/ui/releases")],
-    Role.auditor: [("Budget ledgers", "/ui/ledgers"), ("Audit log", "/ui/audit")],
+    Role.auditor: [
+        ("Budget ledgers", "/ui/ledgers"),
+        ("Audit log", "/ui/audit"),
+        ("Evidence bundles", "/ui/evidence"),
+    ],
     Role.admin: [],
 }
 

@@ -112,7 +112,7 @@ def test_analyst_sees_releases_and_certificates_only(page, stack: Stack, trained
 def test_auditor_reads_ledgers_and_exports_the_audit_log(page, stack: Stack, trained, shot, tmp_path: Path):
     log_in(page, stack.users["auditor"])
     expect(page).to_have_url(re.compile("/ui/ledgers$"))
-    expect(_nav(page)).to_have_text(["Budget ledgers", "Audit log"])
+    expect(_nav(page)).to_have_text(["Budget ledgers", "Audit log", "Evidence bundles"])
     expect(page.locator("table")).to_contain_text("visits")
     shot(page, "auditor-ledgers")
     page.get_by_role("link", name="visits").click()

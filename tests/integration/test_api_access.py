@@ -251,6 +251,10 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("GET", "/releases/{release_id}/download"): Entry({CUSTODIAN: 200, ANALYST: 200}),
     ("GET", "/releases/{release_id}/model"): Entry({CUSTODIAN: 200, ANALYST: 200}),
     ("GET", "/audit/export"): Entry({AUDITOR: 200}),
+    ("GET", "/audit/bundles"): Entry(
+        {AUDITOR: 200}, _with(params=lambda w: {"dataset_id": w.ids["dataset_id"]})
+    ),
+    ("GET", "/audit/public-key"): Entry(PUBLIC),
     ("GET", "/keys"): Entry({ADMIN: 200}),
     ("POST", "/keys"): Entry({ADMIN: 201}, _with(json={"role": ANALYST, "name": "new"})),
     ("DELETE", "/keys/{key_id}"): Entry({ADMIN: 200}, fresh={"key_id": World.fresh_key}),

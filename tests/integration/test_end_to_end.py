@@ -113,6 +113,14 @@ def test_custodian_flow_by_cli_then_auditor_verifies_the_log(stack, tmp_path: Pa
                    "job.succeeded", "release.created", "release.download", "audit.export"):  # fmt: skip
         assert action in actions
 
+    # The signed evidence bundle, checked against the key the operator published.
+    bundle, key = tmp_path / "evidence.zip", tmp_path / "service.pem"
+    cli(as_auditor, "audit", "export", "-o", str(bundle), "--dataset", dataset_id)
+    cli(env, "admin", "public-key", "-o", str(key))
+    verified = cli(env, "audit", "verify", str(bundle), "--public-key", str(key))
+    assert verified.stdout.startswith(f"OK: audit bundle of dataset {dataset_id}"), verified.stdout
+    assert "2 certificate(s)" in verified.stdout
+
     lines = (tmp_path / "audit.jsonl").read_text().splitlines()
     tampered = tmp_path / "tampered.jsonl"
     tampered.write_text("\n".join(lines[:2] + lines[3:]) + "\n")

@@ -59,6 +59,7 @@ def test_production_needs_an_explicit_session_secret(tmp_path):
         data_dir=tmp_path,
         production=True,
         encryption_key=base64.b64encode(os.urandom(32)).decode(),
+        signing_key=base64.b64encode(os.urandom(32)).decode(),
         database_url="sqlite:///x.db",
         broker_url="redis://h",
         storage_url="file:///tmp/x",
@@ -75,3 +76,37 @@ def test_production_needs_an_explicit_session_secret(tmp_path):
 def test_short_session_secret_is_refused():
     with pytest.raises(ValidationError, match="at least 32 characters"):
         Settings(session_secret="too short")
+
+
+def test_signing_key_is_generated_once_outside_production(tmp_path):
+    first = Settings(data_dir=tmp_path / "d").signing_seed()
+    assert len(first) == 32
+    assert Settings(data_dir=tmp_path / "d").signing_seed() == first
+    assert stat.S_IMODE((tmp_path / "d" / "signing.key").stat().st_mode) == 0o600
+    seed = os.urandom(32)
+    assert (
+        Settings(data_dir=tmp_path / "d", signing_key=base64.b64encode(seed).decode()).signing_seed() == seed
+    )
+
+
+def test_production_needs_an_explicit_signing_key(tmp_path):
+    settings = Settings(
+        data_dir=tmp_path,
+        production=True,
+        encryption_key=base64.b64encode(os.urandom(32)).decode(),
+        session_secret="s" * 32,
+        database_url="sqlite:///x.db",
+        broker_url="redis://h",
+        storage_url="file:///tmp/x",
+    )
+    with pytest.raises(RuntimeError, match="DPSYNTH_SIGNING_KEY is not: refusing to sign audit bundles"):
+        settings.signing_seed()
+    with pytest.raises(RuntimeError, match="but DPSYNTH_SIGNING_KEY is not; refusing to start"):
+        settings.check_production()
+    assert not (tmp_path / "signing.key").exists()
+
+
+@pytest.mark.parametrize("value", ["not base64!", base64.b64encode(os.urandom(31)).decode()])
+def test_bad_signing_key_is_refused(value):
+    with pytest.raises(ValidationError, match="DPSYNTH_SIGNING_KEY"):
+        Settings(signing_key=value)

@@ -1,0 +1,33 @@
+"""The names and rules an audit bundle's writer (``bundles.py``) and verifier (``bundle_verify.py``) share.
+
+Kept apart so that verifying a bundle offline loads neither the engine nor a database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+FORMAT = "dpsynth-audit-bundle/1"
+EVENTS, LEDGER, MANIFEST, SIGNATURE, PUBLIC_KEY = (
+    "events.jsonl", "ledger.json", "manifest.json", "manifest.sig", "public_key.pem",
+)  # fmt: skip
+CERTIFICATES = "certificates/"
+# Facts about the raw upload that only the custodian sees (as GET /releases/{id}/certificate).
+CUSTODIAN_ONLY = ("input_sha256",)
+# The ledger's slack for sums of floats (``service.core.ledger.SLACK``, which imports the engine).
+SLACK = 1e-9
+
+
+def concerns(event: Mapping[str, Any], dataset_id: str, job_ids: set[str], release_ids: set[str]) -> bool:
+    """Whether an exported event concerns the dataset, one of its jobs or one of its releases."""
+    kind, object_id = event.get("object_type"), event.get("object_id")
+    raw = event.get("details")
+    details: Mapping[str, Any] = raw if isinstance(raw, dict) else {}
+    return (
+        (kind == "dataset" and object_id == dataset_id)
+        or (kind == "job" and object_id in job_ids)
+        or (kind == "release" and object_id in release_ids)
+        or details.get("dataset_id") == dataset_id
+        or details.get("job_id") in job_ids
+    )
