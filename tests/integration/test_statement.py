@@ -190,7 +190,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
         second = again.json()["id"]
         _store_table(service, second)
         with transaction(service.sessions) as session:
-            releases.complete(session, second, rows=1_000_000, actor=f"worker:{WORKER}")
+            releases.complete(session, second, rows=1_000_000, reproduce={}, actor=f"worker:{WORKER}")
         with service.client(tokens["analyst"]) as client:
             assert client.get(f"/releases/{first}/download").status_code == 200
 
