@@ -1,8 +1,12 @@
 """The Celery app, configured from ``Settings``.
 
-The job row is the source of truth, so the broker only carries "look at job X": tasks
-are acknowledged on receipt (no ``acks_late`` redelivery, a known source of duplicate
-long tasks) and a lost message is recovered by the reconciler from the jobs table.
+The job row is the source of truth, so the broker only carries "wake up, there is work":
+a worker then claims the job it should run from the rows (``service.core.queueing``), so a
+duplicate or redelivered message finds nothing to claim, and a lost one is re-sent by the
+reconciler from the jobs table. Tasks ask for acks on receipt, but on Redis Celery's event
+loop sends the ack of a solo-pool task only when it returns: a message older than the
+visibility timeout (``DPSYNTH_BROKER_VISIBILITY_SECONDS``) comes back while its job still
+trains, and is dropped by the claim (tested).
 """
 
 from __future__ import annotations

@@ -232,7 +232,6 @@ class JobRunner:
                 default_limit=self.settings.tenant_max_running_jobs,
             )
             if claimed is None:
-                log.info("no queued job this worker may run now (taken, limited or none)")
                 return None
             job_id, tenant_id, queue = claimed.id, claimed.tenant_id, claimed.queue
         heartbeat = Heartbeat(self.sessions, job_id, self.owner, self.settings)

@@ -62,6 +62,7 @@ def train(job_id: str) -> str | None:
     runner = JobRunner(settings, _sessions(), Storage(settings.storage), worker_identity(), profile())
     ran = runner.run_next()
     if ran is None:
+        log.info("wake-up for job %s: no queued job this worker may run now (taken, limited or none)", job_id)
         return None
     _wake_after(ran)
     return ran.state.value

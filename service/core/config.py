@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     broker_visibility_seconds: float = Field(
         default=12 * 3600.0,
         gt=0,
-        description="Redis: a received but unacknowledged message is redelivered after this",
+        description="Redis: an unacknowledged message (a running job's, too) is redelivered after this",
     )
 
     @field_validator("encryption_key", "signing_key")

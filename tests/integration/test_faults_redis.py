@@ -193,7 +193,7 @@ def test_duplicate_message_for_a_running_job_exits_at_once(tmp_path: Path, redis
             b = Process(env, "worker", log=tmp_path / "worker_b.log")
             workers.append(b)
             wait_for(
-                lambda: f"job {job_id} is not queued" in b.log.read_text(),
+                lambda: f"wake-up for job {job_id}: no queued job" in b.log.read_text(),
                 timeout=120,
                 what="worker B to drop the duplicate",
             )

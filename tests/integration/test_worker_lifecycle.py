@@ -3,54 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.integration.helpers import csv_bytes, upload
-from tests.integration.processes import Process, Server, cli, service_env, wait_for
+from tests.integration.faults import dataset, final, running_api
+from tests.integration.processes import Process, cli, service_env, wait_for
 
 LONG_JOB = {"epsilon": 1.0, "rows": 50, "discriminator_share": 0.5, "dpsgd_epochs": 40, "batch_size": 16}
 QUICK_JOB = {"epsilon": 0.2, "rows": 50, "generator_steps": 200, "discriminator_share": 0.0}
-
-
-def _api(tmp_path: Path, **extra: str) -> tuple[dict[str, str], Server, httpx.Client]:
-    env = service_env(tmp_path / "data", **extra)
-    cli(env, "admin", "create-tenant", "acme")
-    token = cli(env, "admin", "create-key", "--tenant", "acme", "--role", "custodian").stdout.strip()
-    server = Server(env, "--no-worker", log=tmp_path / "serve.log")
-    return env, server, httpx.Client(base_url=server.url, headers={"X-API-Key": token}, timeout=30)
-
-
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[tuple[dict[str, str], httpx.Client]]:
-    env, server, client = _api(tmp_path)
-    try:
-        yield env, client
-    finally:
-        client.close()
-        server.stop()
-
-
-def _dataset(client: httpx.Client, epsilon: float = 5.0) -> str:
-    dataset_id = upload(client, csv_bytes(400)).json()["id"]
-    assert client.put(f"/datasets/{dataset_id}/budget", json={"epsilon": epsilon}).status_code == 200
-    return dataset_id
 
 
 def _job(client: httpx.Client, job_id: str) -> dict:
     return client.get(f"/jobs/{job_id}").json()
 
 
-def _final(client: httpx.Client, job_id: str) -> dict | None:
-    job = _job(client, job_id)
-    return job if job["state"] in ("succeeded", "failed", "cancelled") else None
+def test_sigterm_mid_training_checkpoints_hands_back_and_resumes_to_the_same_epsilon(tmp_path: Path):
+    env = service_env(tmp_path / "data")
+    with running_api(env, tmp_path) as (_, client):
+        _sigterm_and_resume(env, client, tmp_path)
 
 
-def test_sigterm_mid_training_checkpoints_hands_back_and_resumes_to_the_same_epsilon(api, tmp_path: Path):
-    env, client = api
-    dataset_id = _dataset(client)
+def _sigterm_and_resume(env: dict[str, str], client: httpx.Client, tmp_path: Path) -> None:
+    dataset_id = dataset(client, epsilon=5.0)
     job = {"dataset_id": dataset_id, "seed": 5, **LONG_JOB}
     first = Process(env, "worker", log=tmp_path / "worker1.log")
     try:
@@ -74,10 +51,10 @@ def test_sigterm_mid_training_checkpoints_hands_back_and_resumes_to_the_same_eps
 
     second = Process(env, "worker", log=tmp_path / "worker2.log")
     try:
-        resumed = wait_for(lambda: _final(client, job_id), timeout=240, what="the resumed job to finish")
+        resumed = wait_for(lambda: final(client, job_id), timeout=240, what="the resumed job to finish")
         assert resumed["state"] == "succeeded", second.tail()
         straight_id = client.post("/jobs", json=job).json()["id"]
-        straight = wait_for(lambda: _final(client, straight_id), timeout=240, what="an uninterrupted run")
+        straight = wait_for(lambda: final(client, straight_id), timeout=240, what="an uninterrupted run")
         assert straight["state"] == "succeeded", second.tail()
     finally:
         second.stop()
@@ -91,25 +68,34 @@ def test_sigterm_mid_training_checkpoints_hands_back_and_resumes_to_the_same_eps
     assert len([r for r in client.get("/releases").json() if r["job_id"] == job_id]) == 1
 
 
+@contextmanager
+def _workers(env: dict[str, str], log_dir: Path, *queues: str) -> Iterator[list[Process]]:
+    """One ``dpsynth worker`` per entry of ``queues`` ("" = the default queues), stopped after."""
+    workers = [
+        Process({**env, "DPSYNTH_WORKER_QUEUES": q} if q else env, "worker", log=log_dir / f"worker{i}.log")
+        for i, q in enumerate(queues)
+    ]
+    try:
+        yield workers
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
 def test_job_over_its_memory_limit_fails_after_two_attempts_and_other_jobs_flow(tmp_path: Path):
     # 300 MB per job fits a small fit and a small release; 100 million rows of release do not.
-    env, server, client = _api(tmp_path, DPSYNTH_JOB_MEMORY_MB="300")
-    worker = Process(env, "worker", log=tmp_path / "worker.log")
-    try:
-        dataset_id = _dataset(client)
+    env = service_env(tmp_path / "data", DPSYNTH_JOB_MEMORY_MB="300")
+    with running_api(env, tmp_path) as (_, client), _workers(env, tmp_path, "") as (worker,):
+        dataset_id = dataset(client, epsilon=5.0)
         poison = client.post(
             "/jobs", json={"dataset_id": dataset_id, **QUICK_JOB, "rows": 100_000_000}
         ).json()["id"]
         healthy = [
             client.post("/jobs", json={"dataset_id": dataset_id, **QUICK_JOB}).json()["id"] for _ in range(2)
         ]
-        failed = wait_for(lambda: _final(client, poison), timeout=240, what="the poison job to fail")
-        done = [wait_for(lambda j=j: _final(client, j), timeout=240, what="the other jobs") for j in healthy]
+        failed = wait_for(lambda: final(client, poison), timeout=240, what="the poison job to fail")
+        done = [wait_for(lambda j=j: final(client, j), timeout=240, what="the other jobs") for j in healthy]
         assert worker.popen.poll() is None, worker.tail()  # the worker survived both attempts
-    finally:
-        worker.stop()
-        client.close()
-        server.stop()
     assert failed["state"] == "failed" and failed["attempts"] == 2, failed
     assert "ran out of memory (limit 300 MB per job), 2 times; given up" in failed["error"]
     assert failed["epsilon_charged"] == pytest.approx(QUICK_JOB["epsilon"])  # what it may have spent
@@ -118,22 +104,16 @@ def test_job_over_its_memory_limit_fails_after_two_attempts_and_other_jobs_flow(
 
 def test_jobs_go_to_workers_of_their_queue_which_report_their_device(tmp_path: Path):
     # Tables over 100 rows count as large here: they go to the GPU queue.
-    env, server, client = _api(tmp_path, DPSYNTH_CPU_MAX_ROWS="100")
-    cpu_worker = Process({**env, "DPSYNTH_WORKER_QUEUES": "cpu"}, "worker", log=tmp_path / "cpu.log")
-    gpu_worker = Process({**env, "DPSYNTH_WORKER_QUEUES": "gpu"}, "worker", log=tmp_path / "gpu.log")
-    try:
-        dataset_id = _dataset(client)  # 400 rows
+    env = service_env(tmp_path / "data", DPSYNTH_CPU_MAX_ROWS="100")
+    with running_api(env, tmp_path) as (_, client), _workers(env, tmp_path, "cpu", "gpu") as workers:
+        dataset_id = dataset(client, epsilon=5.0)  # 400 rows
         large = client.post("/jobs", json={"dataset_id": dataset_id, **QUICK_JOB}).json()
         small = client.post("/jobs", json={"dataset_id": dataset_id, **QUICK_JOB, "device": "cpu"}).json()
         assert (large["queue"], small["queue"]) == ("gpu", "cpu")
-        large = wait_for(lambda: _final(client, large["id"]), timeout=240, what="the GPU-queue job")
-        small = wait_for(lambda: _final(client, small["id"]), timeout=240, what="the CPU-queue job")
+        large = wait_for(lambda: final(client, large["id"]), timeout=240, what="the GPU-queue job")
+        small = wait_for(lambda: final(client, small["id"]), timeout=240, what="the CPU-queue job")
         listing = cli(env, "admin", "workers").stdout
-    finally:
-        cpu_worker.stop()
-        gpu_worker.stop()
-        client.close()
-        server.stop()
+    cpu_worker, gpu_worker = workers
     assert large["state"] == small["state"] == "succeeded"
     assert large["worker"].endswith(f":{gpu_worker.popen.pid}") and large["device"].startswith("cpu (")
     assert small["worker"].endswith(f":{cpu_worker.popen.pid}")
@@ -144,21 +124,15 @@ def test_jobs_go_to_workers_of_their_queue_which_report_their_device(tmp_path: P
 
 def test_tenant_running_jobs_limit_holds_with_real_workers(tmp_path: Path):
     """Two workers, a tenant limited to one running job: its jobs never overlap, and all finish."""
-    env, server, client = _api(tmp_path)
-    said = cli(env, "admin", "set-tenant", "acme", "--max-running-jobs", "1", "--priority", "3").stdout
-    assert "tenant acme: priority 3, at most 1 running jobs" in said
-    workers = [Process(env, "worker", log=tmp_path / f"worker{i}.log") for i in range(2)]
-    try:
-        dataset_id = _dataset(client)
+    env = service_env(tmp_path / "data")
+    with running_api(env, tmp_path) as (_, client), _workers(env, tmp_path, "", ""):
+        said = cli(env, "admin", "set-tenant", "acme", "--max-running-jobs", "1", "--priority", "3").stdout
+        assert "tenant acme: priority 3, at most 1 running jobs" in said
+        dataset_id = dataset(client, epsilon=5.0)
         ids = [
             client.post("/jobs", json={"dataset_id": dataset_id, **QUICK_JOB}).json()["id"] for _ in range(3)
         ]
-        done = [wait_for(lambda j=j: _final(client, j), timeout=300, what="the limited jobs") for j in ids]
-    finally:
-        for worker in workers:
-            worker.stop()
-        client.close()
-        server.stop()
+        done = [wait_for(lambda j=j: final(client, j), timeout=300, what="the limited jobs") for j in ids]
     assert [job["state"] for job in done] == ["succeeded"] * 3
     spans = sorted((job["started_at"], job["finished_at"]) for job in done)
     assert all(earlier[1] <= later[0] for earlier, later in zip(spans, spans[1:], strict=False)), spans
