@@ -44,6 +44,7 @@ from service.core import crypto, jobs, queueing
 from service.core.config import Settings
 from service.core.db import transaction
 from service.core.errors import ConflictError
+from service.core.jobs import checkpoint_key, model_key
 from service.core.orm import Dataset, Job, JobState, Release, new_id
 from service.core.releases import release_key
 from service.core.storage import Storage
@@ -69,16 +70,6 @@ ENGINE_OPTIONS = (
     "batch_size",
     "secure_mode",
 )
-
-
-def model_key(job_id: str) -> str:
-    """Storage key of a job's model weights."""
-    return f"models/{job_id}/model.safetensors"
-
-
-def checkpoint_key(job_id: str) -> str:
-    """Storage key of a job's latest checkpoint (ledger, plan, measurements, network states)."""
-    return f"jobs/{job_id}/checkpoint.pt"
 
 
 def copy_to_storage(path: Path, storage: Storage, key: str) -> None:

@@ -24,6 +24,16 @@ from service.core.orm import Job, JobState, Release, utcnow
 WORKER_LOST = "the worker stopped renewing its lease (killed or lost)"
 
 
+def model_key(job_id: str) -> str:
+    """Storage key of a job's model weights."""
+    return f"models/{job_id}/model.safetensors"
+
+
+def checkpoint_key(job_id: str) -> str:
+    """Storage key of a job's latest checkpoint (ledger, plan, measurements, network states)."""
+    return f"jobs/{job_id}/checkpoint.pt"
+
+
 def _audit_state(session: Session, job: Job, actor: str, **details: Any) -> None:
     audit.append(
         session,

@@ -165,6 +165,8 @@ def reserve(
     if delta is None:
         delta = default_job_delta(dataset.row_count, dataset.delta_budget)
     delta = float(delta)
+    if not (math.isfinite(delta) and delta > 0):
+        raise InvalidRequestError(f"delta must be a finite number > 0, got {delta!r}")
     try:
         check_delta(delta, dataset.row_count)
     except PrivacyParameterError as exc:
@@ -263,6 +265,8 @@ def settle(job: Job, *, state: JobState, epsilon: float, delta: float) -> None:
         raise ConflictError(f"job {job.id} is already {job.state}; its charge is settled")
     if not state.final:
         raise ValueError(f"settle() needs a final state, got {state}")
+    if not (math.isfinite(epsilon) and epsilon >= 0 and math.isfinite(delta) and delta >= 0):
+        raise ValueError(f"a charge must be finite and >= 0, got ({epsilon}, {delta})")
     if epsilon > job.epsilon + SLACK or delta > job.delta * (1 + SLACK):
         raise ValueError(f"charge ({epsilon}, {delta}) exceeds the reservation ({job.epsilon}, {job.delta})")
     job.state = state

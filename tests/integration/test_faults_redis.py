@@ -18,10 +18,11 @@ import redis
 import sqlalchemy as sa
 
 from service.core.config import Settings
+from service.core.queueing import QUEUES
 from tests.integration.faults import dataset, final, kill_worker_mid_job_and_resume, running_api
 from tests.integration.processes import Process, service_env, wait_for
 from tests.integration.servers import RedisServer
-from workers.app import QUEUE, TRAIN_TASK, create_celery
+from workers.app import TRAIN_TASK, broker_queue, create_celery
 
 pytestmark = pytest.mark.slow
 
@@ -104,7 +105,7 @@ def test_redis_restart_loses_no_queued_job(
             assert response.status_code == 201, response.text
             batch_id, ids = response.json()["id"], [job["id"] for job in response.json()["jobs"]]
             with redis.Redis.from_url(redis_url) as broker:
-                waiting = broker.llen(QUEUE)
+                waiting = sum(broker.llen(broker_queue(queue)) for queue in QUEUES)
             # The test server keeps nothing on disk (no RDB, no AOF), so every message still in
             # Redis is lost here, and the workers and the API lose their connections. What brings
             # the jobs back is the reconciler: it re-sends the message of every job left queued

@@ -13,7 +13,7 @@ from service.api.routes.releases import public_release
 from service.api.schemas import JobCreate, JobPublic, ReleaseCreate, ReleasePublic
 from service.core import audit, jobs, ledger, queueing, releases
 from service.core.db import after_commit
-from service.core.orm import Dataset, Job, Release
+from service.core.orm import Dataset, Job, JobState, Release
 from workers.app import SAMPLE_TASK, TRAIN_TASK, send
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -100,10 +100,15 @@ def get_job(job_id: str, session: SessionDep, caller: Custodian) -> JobPublic:
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
-def cancel_job(job_id: str, session: SessionDep, caller: Custodian) -> JobPublic:
+def cancel_job(job_id: str, services: ServicesDep, session: SessionDep, caller: Custodian) -> JobPublic:
     """Cancel: a job that never ran ends uncharged; a running one stops, charged what it spent."""
     job = owned(session, Job, job_id, caller, lock=True)
-    return public_job(session, jobs.request_cancel(session, job, actor=caller.actor))
+    was_queued = job.state == JobState.queued
+    cancelled = jobs.request_cancel(session, job, actor=caller.actor)
+    if was_queued and cancelled.started_at is not None:  # an earlier attempt left a checkpoint
+        storage, key = services.storage, jobs.checkpoint_key(job.id)
+        after_commit(session, lambda: storage.delete(key))
+    return public_job(session, cancelled)
 
 
 @router.post("/{job_id}/releases", status_code=status.HTTP_202_ACCEPTED, response_model=ReleasePublic)
