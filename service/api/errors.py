@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from service.core.crypto import DecryptionError
 from service.core.errors import (
@@ -89,8 +90,18 @@ async def decryption_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "stored data failed its integrity check; contact the operator"}, 500)
 
 
+async def overloaded(_request: Request, exc: Exception) -> JSONResponse:
+    """No database connection came free in time: the service is overloaded, try again (503)."""
+    return JSONResponse(
+        {"detail": "the service is overloaded (no database connection free); retry shortly"},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
     app.add_exception_handler(ServiceError, service_error)
+    app.add_exception_handler(PoolTimeoutError, overloaded)
     app.add_exception_handler(DecryptionError, decryption_error)
     app.add_exception_handler(RequestValidationError, validation_error)

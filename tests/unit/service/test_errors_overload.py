@@ -1,0 +1,12 @@
+import asyncio
+import json
+
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from service.api.errors import overloaded
+
+
+def test_a_pool_timeout_is_a_503_with_retry_after():
+    response = asyncio.run(overloaded(None, PoolTimeoutError("QueuePool limit reached")))  # type: ignore[arg-type]
+    assert response.status_code == 503 and response.headers["retry-after"] == "5"
+    assert "overloaded" in json.loads(response.body)["detail"]
