@@ -46,7 +46,7 @@ import httpx
 import numpy as np
 import psycopg
 
-from bench.service import make_csv, peak_rss_mb
+from bench.service import make_csv, peak_rss_mb, stream_upload
 from tests.integration.helpers import csv_bytes
 from tests.integration.processes import Process, Server, cli, wait_for
 from tests.integration.servers import PostgresServer, RedisServer
@@ -111,20 +111,7 @@ def upload(client: httpx.Client, server: Server, tmp: Path, megabytes: int) -> N
     size = csv.stat().st_size
     before = peak_rss_mb(server.popen.pid)
 
-    def body():  # type: ignore[no-untyped-def]
-        with csv.open("rb") as fh:
-            while chunk := fh.read(1 << 20):
-                yield chunk
-
-    start = time.perf_counter()
-    response = client.post(
-        "/datasets",
-        params={"name": "big", "format": "csv"},
-        content=body(),
-        headers={"Content-Length": str(size)},
-        timeout=None,
-    )
-    seconds = time.perf_counter() - start
+    response, seconds = stream_upload(client, csv)
     csv.unlink()
     response.raise_for_status()
     after = peak_rss_mb(server.popen.pid)
