@@ -36,3 +36,13 @@ def table() -> pd.DataFrame:
 
 # Few generator steps keep fits around a second; quality is checked in bench/, not here.
 FAST = {"generator_steps": 150, "noise_seed": 1}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the browser tests last.
+
+    Playwright's sync API runs on greenlets and leaves an event loop marked running, which
+    skews CPython 3.11's recursion accounting (``ast.parse`` then fails with "recursion
+    depth mismatch", as Hypothesis calls it) and breaks ``asyncio.run`` in later tests.
+    """
+    items.sort(key=lambda item: "tests/browser/" in item.nodeid.replace("\\", "/"))

@@ -167,7 +167,7 @@ def job_status(job_id: str, session: SessionDep, caller: Custodian) -> JSONRespo
 def cancel(job_id: str, request: Request, services: ServicesDep, caller: Custodian) -> Response:
     """Cancel: a job that never ran ends uncharged; a running one stops, charged what it spent."""
     with transaction(services.sessions) as session:
-        job = api.cancel_job(job_id, session, caller)
+        job = api.cancel_job(job_id, services, session, caller)
     flash(
         request,
         "Cancelled." if job.state == "cancelled" else "Stopping the job; it is charged what it spent.",
