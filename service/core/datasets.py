@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -14,7 +14,7 @@ from models.errors import SchemaError
 from models.schema import ColumnKind, Schema
 from service.core import audit
 from service.core.errors import ConflictError, InvalidRequestError
-from service.core.orm import Dataset, Job, JobState, utcnow
+from service.core.orm import Dataset, Job, JobState, aware, utcnow
 from service.core.storage import Storage
 from service.core.uploads import StoredUpload
 
@@ -228,8 +228,3 @@ def erase_expired(sessions: sessionmaker[Session], storage: Storage) -> list[str
         finish_erase(storage, key, engine)
         erased.append(dataset_id)
     return erased
-
-
-def aware(moment: datetime) -> datetime:
-    """``moment`` as an aware UTC datetime (SQLite hands them back naive)."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

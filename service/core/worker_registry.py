@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.core.orm import Job, JobState, Worker, utcnow
+from service.core.orm import Job, JobState, Worker, aware, utcnow
 
 
 def register(session: Session, name: str, *, device: str, queues: list[str]) -> None:
@@ -60,7 +60,6 @@ def listing(session: Session, *, alive_within: float) -> list[WorkerStatus]:
     )
     out = []
     for worker in session.scalars(select(Worker)):
-        seen_at = worker.seen_at if worker.seen_at.tzinfo else worker.seen_at.replace(tzinfo=cutoff.tzinfo)
         out.append(
             WorkerStatus(
                 name=worker.name,
@@ -68,7 +67,7 @@ def listing(session: Session, *, alive_within: float) -> list[WorkerStatus]:
                 queues=worker.queues,
                 started_at=worker.started_at,
                 seen_at=worker.seen_at,
-                alive=worker.stopped_at is None and seen_at >= cutoff,
+                alive=worker.stopped_at is None and aware(worker.seen_at) >= cutoff,
                 running_jobs=int(running.get(worker.name, 0)),
             )
         )
