@@ -73,6 +73,13 @@ class Settings(BaseSettings):
         gt=0,
         description="memory one job may use on a worker; over it the job fails (retried once)",
     )
+    empirical_audit: bool = Field(
+        default=True,
+        description="audit every release with canaries on public data: a lower bound on its epsilon",
+    )
+    empirical_audit_canaries: int = Field(
+        default=256, ge=2, le=100_000, description="canaries per attack of the empirical audit"
+    )
     cpu_max_rows: int = Field(
         default=100_000, ge=0, description="jobs on datasets up to this many rows go to the cpu queue"
     )

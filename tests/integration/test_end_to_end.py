@@ -87,6 +87,11 @@ def test_custodian_flow_by_cli_then_auditor_verifies_the_log(stack, tmp_path: Pa
     assert 0 < certificate["epsilon"] <= 1.0
     assert certificate["schema"]["columns"]["age"]["kind_source"] == "declared"
     assert certificate["service"]["job_id"] == job_id
+    # The worker audited the release's mechanisms on canaries, outside the dataset's budget.
+    audit = certificate["empirical_audit"]
+    assert audit["status"] == "done" and audit["dataset_budget_spent"] == 0.0
+    assert 0 <= audit["epsilon_lower_bound"] <= certificate["epsilon"]
+    assert audit["canaries"] == 256 and audit["attacks"][0]["attack"] == "measured marginals"
 
     # Another table from the same model: post-processing, so the budget does not move.
     more = cli(as_custodian, "releases", "create", job_id, "--rows", "123", "--wait", "--interval", "0.3")
