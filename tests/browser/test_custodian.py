@@ -188,6 +188,9 @@ def test_custodian_uploads_reviews_trains_and_downloads(page, stack: Stack, shot
     page.get_by_role("link", name="Read the certificate").click()
     expect(page.locator(".guarantee")).to_contain_text("differentially private")
     expect(page.get_by_text("Input SHA-256")).to_be_visible()  # the custodian sees the raw hash
+    audit = page.locator("section", has=page.get_by_role("heading", name="Empirical privacy audit"))
+    expect(audit).to_contain_text("consistent with the claim")
+    expect(audit.locator("table")).to_contain_text("measured marginals")
     shot(page, "certificate")
     certificate = json.loads(page.request.get(f"/ui/releases/{release_id}/certificate.json").text())
     assert 0 < certificate["epsilon"] <= 1.0 and certificate["service"]["job_id"] == job_id
