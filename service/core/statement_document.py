@@ -322,9 +322,11 @@ def _releases(s: Statement) -> tuple[Block, ...]:
     )
     blocks.append(
         Note(
-            "Attack lower bound: an empirical audit attacks the training with planted test rows "
-            "(“canaries”) and counts how often it can tell which were used. That gives a lower bound "
-            "on ε, at the confidence shown: the privacy loss one attack actually demonstrated. A bound "
+            "Attack lower bound: an empirical audit re-runs the release's privacy mechanisms, with its "
+            "settings, on public rows with planted test records (“canaries”), never on this dataset and "
+            "without spending its budget, and counts how often an attack can tell which canaries were "
+            "used. That gives a lower bound on ε, at the confidence shown: the privacy loss one attack "
+            "actually demonstrated. A bound "
             "at or below the claimed ε is consistent with the claim; one above it would prove the claim "
             "wrong. It never proves the claim right. “Not audited” means no such audit was run."
         )
