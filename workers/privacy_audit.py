@@ -19,17 +19,27 @@ from models.empirical_audit import audit_synthesizer
 
 log = logging.getLogger(__name__)
 
-# Rows drawn from the model for the marginal attack: the plan depends on the row count,
-# but past this the measuring phase is only slower, not different in kind.
+# Most rows drawn from the model for the marginal attack: the plan depends on the row
+# count, but past this the measuring phase is only slower, not different in kind.
 MAX_AUDIT_ROWS = 50_000
 BASE = "rows drawn from this release's model (public), plus canaries"
+
+
+def audit_rows(certificate: dict[str, Any], release_rows: int) -> int:
+    """Rows to draw for the audit: the fit's row count where the certificate makes it public.
+
+    Otherwise the requested release size: the audit's result is released, so its input size
+    must not be the raw row count when that is not public.
+    """
+    public = certificate.get("row_count", {}).get("value")
+    return max(1, min(int(public if public is not None else release_rows), MAX_AUDIT_ROWS))
 
 
 def empirical_audit(synth: Synthesizer, *, rows: int, canaries: int, seed: int) -> dict[str, Any]:
     """The certificate's ``empirical_audit`` entry for a fitted synthesizer."""
     started = time.monotonic()
     try:
-        result = audit_synthesizer(synth, rows=min(rows, MAX_AUDIT_ROWS), canaries=canaries, seed=seed)
+        result = audit_synthesizer(synth, rows=rows, canaries=canaries, seed=seed)
     except Exception as exc:
         log.exception("the empirical audit failed")
         detail = "".join(traceback.format_exception_only(exc)).strip()

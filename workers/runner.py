@@ -50,7 +50,7 @@ from service.core.releases import release_key
 from service.core.storage import Storage
 from service.core.uploads import open_raw
 from workers.memory import job_memory_limit
-from workers.privacy_audit import empirical_audit
+from workers.privacy_audit import audit_rows, empirical_audit
 from workers.profile import WorkerProfile
 
 log = logging.getLogger(__name__)
@@ -375,7 +375,10 @@ class JobRunner:
         }
         if self.settings.empirical_audit:
             certificate["empirical_audit"] = empirical_audit(
-                synth, rows=len(train), canaries=self.settings.empirical_audit_canaries, seed=seed + 1
+                synth,
+                rows=audit_rows(synth.certificate, job.rows),
+                canaries=self.settings.empirical_audit_canaries,
+                seed=seed + 1,
             )
         quality = self._quality(dataset, train, holdout, table)
         release = Release(
