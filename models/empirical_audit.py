@@ -40,7 +40,7 @@ from models.errors import FitCancelledError
 from models.gan import DPSGD_NAME, DPSGDParams, make_private_discriminator
 from models.measure import discover_domains, measure_marginals
 from models.noise import PrivacyNoise
-from models.one_run import epsilon_lower_bound
+from models.one_run import ceiling, epsilon_lower_bound
 from models.plan import make_plan, new_ledger
 from models.schema import ColumnKind, ColumnSpec, Schema, infer_schema
 from models.transform import TableEncoder
@@ -68,6 +68,7 @@ class AuditResult:
     confidence: float
     canaries: int
     attacks: tuple[AttackResult, ...]
+    ceiling: float  # the bound if every guess were right: a claim above it cannot be caught
 
     @property
     def best(self) -> AttackResult:
@@ -80,6 +81,7 @@ class AuditResult:
         return {
             "method": METHOD,
             "epsilon_lower_bound": round(best.epsilon_lower_bound, 4),
+            "epsilon_ceiling": round(self.ceiling, 4),
             "confidence": self.confidence,
             "canaries": self.canaries,
             "guesses": best.guesses,
@@ -220,6 +222,21 @@ def dpsgd_params(certificate: dict[str, Any]) -> DPSGDParams | None:
     return None
 
 
+def canaries_for(
+    epsilon: float, *, delta: float, at_least: int, at_most: int = 4096, confidence: float = 0.95
+) -> int:
+    """Canaries enough that a perfect attack could show 1.25 x ``epsilon`` (doubling ``at_least``).
+
+    An audit whose ceiling is below the claim could never catch it; ``at_most`` bounds the
+    cost (the ceiling grows only like log m, and 2 m delta caps it on small tables).
+    """
+    m = at_least
+    alpha = (1.0 - confidence) / 2  # two attacks for a DP-GAN fit; one needs fewer canaries
+    while m < at_most and ceiling(m, delta=delta, alpha=alpha) < 1.25 * epsilon:
+        m *= 2
+    return min(m, at_most)
+
+
 def audit_fit(
     base: pd.DataFrame,
     *,
@@ -273,7 +290,13 @@ def audit_fit(
     for name, scores, members, claimed in runs:
         found = epsilon_lower_bound(scores, members, delta=delta, alpha=alpha, rng=rng)
         attacks.append(AttackResult(name, claimed, found.epsilon_lower_bound, found.guesses, found.correct))
-    return AuditResult(delta=delta, confidence=confidence, canaries=canaries, attacks=tuple(attacks))
+    return AuditResult(
+        delta=delta,
+        confidence=confidence,
+        canaries=canaries,
+        attacks=tuple(attacks),
+        ceiling=ceiling(canaries, delta=delta, alpha=alpha),
+    )
 
 
 def audit_synthesizer(

@@ -71,6 +71,12 @@ def guess_counts(m: int) -> tuple[int, ...]:
     return tuple(sorted({max(2, m // k) // 2 * 2 for k in (8, 4, 2, 1)}))
 
 
+def ceiling(m: int, *, delta: float, alpha: float, guesses: Sequence[int] | None = None) -> float:
+    """The highest bound ``m`` canaries can give (every guess right): above it no audit can fail."""
+    tried = tuple(guesses) if guesses is not None else guess_counts(m)
+    return max(_bound(m=m, r=r, v=r, delta=delta, alpha=alpha / len(tried)) for r in tried)
+
+
 def epsilon_lower_bound(
     scores: Sequence[float],
     members: Sequence[bool],

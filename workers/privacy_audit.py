@@ -15,7 +15,7 @@ import traceback
 from typing import Any
 
 from models import Synthesizer
-from models.empirical_audit import audit_synthesizer
+from models.empirical_audit import audit_synthesizer, canaries_for
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,16 @@ def audit_rows(certificate: dict[str, Any], release_rows: int) -> int:
 
 
 def empirical_audit(synth: Synthesizer, *, rows: int, canaries: int, seed: int) -> dict[str, Any]:
-    """The certificate's ``empirical_audit`` entry for a fitted synthesizer."""
+    """The certificate's ``empirical_audit`` entry for a fitted synthesizer.
+
+    ``canaries`` is the least number used; more are planted when a perfect attack with
+    that many could not show the claimed epsilon (``canaries_for``).
+    """
     started = time.monotonic()
     try:
-        result = audit_synthesizer(synth, rows=rows, canaries=canaries, seed=seed)
+        cert = synth.certificate
+        planted = canaries_for(float(cert["epsilon"]), delta=float(cert["delta"]), at_least=canaries)
+        result = audit_synthesizer(synth, rows=rows, canaries=planted, seed=seed)
     except Exception as exc:
         log.exception("the empirical audit failed")
         detail = "".join(traceback.format_exception_only(exc)).strip()

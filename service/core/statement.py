@@ -59,7 +59,7 @@ class MechanismGroup:
 
 @dataclass(frozen=True, kw_only=True)
 class EmpiricalAudit:
-    """A lower bound on epsilon that an attack on the release's training demonstrated."""
+    """A lower bound on epsilon that an attack on the release's mechanisms demonstrated."""
 
     method: str
     epsilon_lower_bound: float
@@ -68,6 +68,7 @@ class EmpiricalAudit:
     guesses: int
     correct: int
     base: str
+    ceiling: float | None = None  # the most this audit could have shown
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -291,6 +292,7 @@ def _empirical(raw: Any) -> EmpiricalAudit | None:
         guesses=int(raw.get("guesses") or 0),
         correct=int(raw.get("correct") or 0),
         base=str(raw.get("base", "")),
+        ceiling=_number(raw.get("epsilon_ceiling")),
     )
 
 

@@ -340,6 +340,12 @@ def _releases(s: Statement) -> tuple[Block, ...]:
                     f"ε ≥ {eps_text(a.epsilon_lower_bound)} at {a.confidence:.0%} confidence "
                     f"({a.method}; {a.canaries:,} canaries, {a.correct:,} of {a.guesses:,} guesses "
                     f"correct{', ' + a.base if a.base else ''})."
+                    + (
+                        f" With every guess right it would have shown ε ≥ {eps_text(a.ceiling)}, "
+                        "so it could have caught a claim up to that."
+                        if a.ceiling is not None
+                        else ""
+                    )
                 )
             )
     return tuple(blocks)

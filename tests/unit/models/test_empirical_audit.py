@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from models import Synthesizer
-from models.empirical_audit import CANARY_COLUMN, audit_synthesizer, canary_table, dpsgd_params
+from models.empirical_audit import CANARY_COLUMN, audit_synthesizer, canaries_for, canary_table, dpsgd_params
 from tests.conftest import make_table
 from tests.noise_off import noise_off
 
@@ -81,3 +81,9 @@ def test_dpsgd_params_follow_the_certificate(fitted):
         entry["sample_rate"],
         entry["steps"],
     )
+
+
+def test_more_canaries_are_planted_when_the_claim_is_above_what_they_could_show():
+    assert canaries_for(1.0, delta=1e-5, at_least=256) == 256
+    assert canaries_for(4.0, delta=1e-5, at_least=256) == 1024
+    assert canaries_for(50.0, delta=1e-5, at_least=256) == 4096  # capped: no audit can catch that claim

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from models.one_run import epsilon_lower_bound, guess_counts, p_value
+from models.one_run import ceiling, epsilon_lower_bound, guess_counts, p_value
 
 
 @pytest.mark.parametrize("r", [16, 64, 256])
@@ -71,3 +71,18 @@ def test_bad_arguments_are_refused():
         epsilon_lower_bound(
             [1.0] * 4, [True] * 4, delta=0.0, alpha=0.05, guesses=[3], rng=np.random.default_rng(0)
         )
+
+
+def test_ceiling_is_the_bound_of_a_perfect_attack_and_grows_with_canaries():
+    members = np.arange(256) % 2 == 0
+    perfect = epsilon_lower_bound(
+        members.astype(float), members, delta=1e-5, alpha=0.05, rng=np.random.default_rng(0)
+    )
+    assert perfect.epsilon_lower_bound == pytest.approx(ceiling(256, delta=1e-5, alpha=0.05), abs=1e-3)
+    assert (
+        ceiling(64, delta=1e-5, alpha=0.05)
+        < ceiling(256, delta=1e-5, alpha=0.05)
+        < ceiling(1024, delta=1e-5, alpha=0.05)
+    )
+    # 2 m delta caps it: the same canaries show less on a small table's larger delta.
+    assert ceiling(1024, delta=1e-4, alpha=0.05) < ceiling(1024, delta=1e-6, alpha=0.05)
