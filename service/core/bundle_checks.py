@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.core.bundle_format import CERTIFICATES, SLACK
+from service.core.bundle_format import CERTIFICATES, SLACK, certificate_digest
 from service.core.orm import JobState
 
 FINAL_STATES = frozenset(state.value for state in JobState if state.final)
@@ -303,7 +303,7 @@ def _check_certificate(
 
 
 class JobEvent(BaseModel):
-    """What the verifier keeps of an event about a job or a dataset upload."""
+    """What the verifier keeps of an event about a job, a dataset upload or a release's creation."""
 
     tenant_seq: int
     action: str
@@ -362,3 +362,28 @@ def check_events_against_ledger(
                     f"{where} charged job {line.job_id} epsilon {logged!r}, "
                     f"but the ledger says {line.epsilon_charged!r}"
                 )
+
+
+def check_certificates_against_events(
+    events: list[JobEvent], certificates: Mapping[str, Any], problem: Problem
+) -> None:
+    """Each certificate must be the one the hash-chained log recorded when its release was created.
+
+    A certificate edited in the database after its release (its epsilon, its mechanisms, its
+    empirical audit) would otherwise travel in a bundle that the service signs afresh.
+    Events outside the bundle's slice, and older events without a digest, are not held.
+    """
+    for event in events:
+        logged = event.details.get("certificate_sha256")
+        certificate = certificates.get(event.object_id or "")
+        if (
+            event.action != "release.created"
+            or not isinstance(logged, str)
+            or not isinstance(certificate, dict)
+        ):
+            continue
+        if certificate_digest(certificate) != logged:
+            problem(
+                f"{CERTIFICATES}{event.object_id}.json is not the certificate the audit log recorded when "
+                f"release {event.object_id} was created (tenant_seq {event.tenant_seq}): it was changed since"
+            )

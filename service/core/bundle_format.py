@@ -5,8 +5,11 @@ Kept apart so that verifying a bundle offline loads neither the engine nor a dat
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
+
+from service.core.audit import canonical_json
 
 FORMAT = "dpsynth-audit-bundle/1"
 EVENTS, LEDGER, MANIFEST, SIGNATURE, PUBLIC_KEY = (
@@ -15,6 +18,22 @@ EVENTS, LEDGER, MANIFEST, SIGNATURE, PUBLIC_KEY = (
 CERTIFICATES = "certificates/"
 # Facts about the raw upload that only the custodian sees (as GET /releases/{id}/certificate).
 CUSTODIAN_ONLY = ("input_sha256",)
+
+
+def public_certificate(certificate: Mapping[str, Any]) -> dict[str, Any]:
+    """A certificate as auditors see it: without the custodian-only facts about the raw input."""
+    return {key: value for key, value in certificate.items() if key not in CUSTODIAN_ONLY}
+
+
+def certificate_digest(certificate: Mapping[str, Any]) -> str:
+    """SHA-256 of a certificate's public view as the audit log's canonical JSON.
+
+    The audit log records it when a release is created, so a certificate changed in the
+    database afterwards no longer matches its event, even in a freshly signed bundle.
+    """
+    return hashlib.sha256(canonical_json(public_certificate(certificate)).encode("utf-8")).hexdigest()
+
+
 # The ledger's slack for sums of floats (``service.core.ledger.SLACK``, which imports the engine).
 SLACK = 1e-9
 

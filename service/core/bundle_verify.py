@@ -39,6 +39,7 @@ from service.core.bundle_checks import (
     LedgerModel,
     Manifest,
     check_certificates,
+    check_certificates_against_events,
     check_events_against_ledger,
     check_ledger,
     shape_problem,
@@ -338,7 +339,12 @@ def _job_fact(row: dict[str, Any]) -> JobEvent | None:
     action, details = row.get("action"), row.get("details")
     if not isinstance(action, str) or not isinstance(details, dict):
         return None
-    if not (action == "dataset.upload" or (action.startswith("job.") and row.get("object_type") == "job")):
+    kind = row.get("object_type")
+    if not (
+        action == "dataset.upload"
+        or (action.startswith("job.") and kind == "job")
+        or (action == "release.created" and kind == "release")
+    ):
         return None
     dataset_id = details.get("dataset_id")
     return JobEvent(
@@ -406,6 +412,7 @@ def _check_contents(
         )
     check_ledger(ledger, verifier.problem)
     check_certificates(ledger, certificates, listed, verifier.problem)
+    check_certificates_against_events(facts, certificates, verifier.problem)
     check_events_against_ledger(facts, ledger, verifier.problem, whole_tenant=scope.dataset_id is None)
     counts = {  # the events' count is checked with their signed ends
         "datasets": len(ledger.datasets),

@@ -42,7 +42,6 @@ import hashlib
 import importlib.metadata
 import json
 import zipfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -54,7 +53,6 @@ from service.core import ledger
 from service.core.audit import GENESIS_HASH, AuditEvent, AuditHead, canonical_json, exported_row, tenant_chain
 from service.core.bundle_format import (
     CERTIFICATES,
-    CUSTODIAN_ONLY,
     EVENTS,
     FORMAT,
     LEDGER,
@@ -62,6 +60,7 @@ from service.core.bundle_format import (
     PUBLIC_KEY,
     SIGNATURE,
     concerns,
+    public_certificate,
 )
 from service.core.errors import InvalidRequestError
 from service.core.orm import Dataset, Job, Release
@@ -120,11 +119,6 @@ class Scope:
             "since": _iso(self.since),
             "until": _iso(self.until),
         }
-
-
-def public_certificate(certificate: Mapping[str, Any]) -> dict[str, Any]:
-    """A certificate as auditors see it: without the custodian-only facts about the raw input."""
-    return {key: value for key, value in certificate.items() if key not in CUSTODIAN_ONLY}
 
 
 def dataset_ledger(session: Session, dataset: Dataset) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.core import audit
+from service.core.bundle_format import certificate_digest
 from service.core.errors import ConflictError
 from service.core.ledger import settle
 from service.core.orm import Job, JobState, Release, utcnow
@@ -130,7 +131,11 @@ def succeed(
         tenant_id=job.tenant_id,
         object_type="release",
         object_id=release.id,
-        details={"job_id": job.id, "rows": release.rows},
+        details={
+            "job_id": job.id,
+            "rows": release.rows,
+            "certificate_sha256": certificate_digest(release.certificate),
+        },
     )
     return job
 

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.core import audit
+from service.core.bundle_format import certificate_digest
 from service.core.errors import ConflictError
 from service.core.orm import Job, JobState, Release, new_id
 
@@ -88,7 +89,11 @@ def complete(
         tenant_id=release.tenant_id,
         object_type="release",
         object_id=release.id,
-        details={"job_id": release.job_id, "rows": rows},
+        details={
+            "job_id": release.job_id,
+            "rows": rows,
+            "certificate_sha256": certificate_digest(certificate),
+        },
     )
     return release
 

@@ -335,6 +335,13 @@ def _edit_certificate(bundle: Bundle, ids: dict[str, str]) -> None:
     bundle.put_json(name, certificate)
 
 
+def _hide_the_audit(bundle: Bundle, ids: dict[str, str]) -> None:
+    name = f"certificates/{ids['release_a2']}.json"
+    certificate = bundle.json(name)
+    certificate["empirical_audit"] = {"status": "done", "epsilon_lower_bound": 0.0}
+    bundle.put_json(name, certificate)
+
+
 def _edit_manifest(bundle: Bundle, _ids: dict[str, str]) -> None:
     manifest = bundle.manifest
     manifest["generated_by"] = "key:innocent"
@@ -417,6 +424,10 @@ TAMPERINGS: dict[str, Tamper] = {
         _then(_edit_certificate, _resign),
         "but certificates/{release_a2}.json says its release spent epsilon 0.1",
     ),
+    "add an empirical audit to a certificate and re-sign": Tamper(
+        _then(_hide_the_audit, _resign),
+        "certificates/{release_a2}.json is not the certificate the audit log recorded when release",
+    ),
     "drop a certificate": Tamper(
         lambda b, ids: b.files.pop(f"certificates/{ids['release_a2']}.json"),
         "is in the manifest but not in the bundle: a file was removed",
@@ -465,6 +476,35 @@ def test_every_tampering_is_caught(evidence: Evidence, tmp_path: Path, name: str
         assert not alone.ok
         if expected != RESIGNED:
             assert any(expected in problem for problem in alone.problems), alone.problems
+
+
+def test_a_certificate_changed_in_the_database_fails_a_bundle_the_service_signs(
+    evidence: Evidence, tmp_path: Path
+):
+    # Someone with write access to the database (not to the signing key) edits a certificate;
+    # the service then signs the edited one, but the log recorded the original's digest.
+    release_id = evidence.ids["release_b1"]
+    with transaction(evidence.service.sessions) as session:
+        release = session.get(Release, release_id)
+        assert release is not None
+        original = dict(release.certificate)
+        # Nothing else in the bundle checks this field: only the logged digest can catch it.
+        release.certificate = {**original, "empirical_audit": {"status": "done", "epsilon_lower_bound": 0.0}}
+    try:
+        response = evidence.download()
+        assert response.status_code == 200, response.text
+        result = check(tmp_path, response.content, trusted=evidence.pem)
+    finally:
+        with transaction(evidence.service.sessions) as session:
+            release = session.get(Release, release_id)
+            assert release is not None
+            release.certificate = original
+    assert not result.ok
+    assert any(
+        f"certificates/{release_id}.json is not the certificate the audit log recorded" in problem
+        for problem in result.problems
+    ), result.problems
+    assert check(tmp_path, evidence.download().content, trusted=evidence.pem).ok
 
 
 def test_a_file_that_is_no_zip_is_no_bundle(tmp_path: Path):
