@@ -7,12 +7,12 @@ file hash) appear only in the custodian's view of a dataset.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from service.core.orm import JobState, Role
+from service.core.orm import JobState, Role, aware
 
 # Display names: no control characters (they end up in logs, CSV exports and terminals).
 NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
@@ -20,12 +20,8 @@ NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 MIN_DELTA = 1e-300
 
 
-def _as_utc(value: datetime) -> datetime:
-    # SQLite keeps no time zone: every stored time is UTC, so say so on the way out.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-UTCDateTime = Annotated[datetime, AfterValidator(_as_utc)]
+# SQLite keeps no time zone: every stored time is UTC, so say so on the way out.
+UTCDateTime = Annotated[datetime, AfterValidator(aware)]
 
 
 def _check_json_values(value: Any, where: str) -> None:

@@ -63,7 +63,7 @@ from service.core.bundle_format import (
     public_certificate,
 )
 from service.core.errors import InvalidRequestError
-from service.core.orm import Dataset, Job, Release
+from service.core.orm import Dataset, Job, Release, aware
 from service.core.signing import ALGORITHM, Signer, encode_signature
 
 _BATCH = 500
@@ -78,7 +78,7 @@ def audit_time(value: datetime) -> str:
         InvalidRequestError: the time cannot be written in UTC (e.g. year 1 with a positive offset).
     """
     try:
-        utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        utc = aware(value).astimezone(UTC)
     except (OverflowError, ValueError):
         raise InvalidRequestError(f"the time {value.isoformat()} cannot be expressed in UTC") from None
     return utc.isoformat(timespec="microseconds").replace("+00:00", "Z")

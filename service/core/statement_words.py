@@ -9,7 +9,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from service.core.orm import Job, JobState
+from service.core.orm import Job, JobState, aware
 
 _REASON_CHARS = 200
 
@@ -139,7 +139,7 @@ def describe(
 
 def as_utc(value: datetime) -> datetime:
     """``value`` as an aware UTC time (SQLite keeps no time zone: every stored time is UTC)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return aware(value).astimezone(UTC)
 
 
 def one_in(delta: float) -> str:

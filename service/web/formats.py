@@ -6,6 +6,8 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from service.core.orm import aware
+
 
 def epsilon(value: float | None) -> str:
     """Epsilon to three decimals, trailing zeros dropped (``—`` when there is none)."""
@@ -40,9 +42,7 @@ def when(value: datetime | str | None, seconds: bool = False) -> str:
         return "—"
     if isinstance(value, str):
         value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
+    return aware(value).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
 
 
 def size(value: int | None) -> str:

@@ -14,6 +14,7 @@ from service.api.routes import datasets as datasets_api
 from service.api.schemas import ExportFormat
 from service.core import audit
 from service.core.errors import InvalidRequestError
+from service.core.orm import aware
 from service.core.security import actor_names
 from service.web.deps import Auditor, render, web_router
 
@@ -57,7 +58,7 @@ def _moment(text: str | None, *, end_of_day: bool, label: str) -> datetime | Non
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise InvalidRequestError(f"{label} {text!r} is not a date; write it as 2025-01-31") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return aware(moment)
 
 
 @router.get("/evidence/public-key.pem")
