@@ -35,15 +35,15 @@ import torch
 from torch import nn
 
 from models.accounting import epsilon_of
+from models.checkpoint import Checkpoint
 from models.config import SynthesizerConfig
 from models.errors import FitCancelledError
 from models.gan import DPSGD_NAME, DPSGDParams, make_private_discriminator
-from models.measure import discover_domains, measure_marginals
 from models.noise import PrivacyNoise
 from models.one_run import ceiling, epsilon_lower_bound
-from models.plan import make_plan, new_ledger
 from models.schema import ColumnKind, ColumnSpec, Schema, infer_schema
-from models.transform import TableEncoder
+from models.synthesizer import Synthesizer
+from models.training import FitRun
 
 CANARY_COLUMN = "__dpsynth_canary__"
 METHOD = "one-run canary audit (Steinke, Nasr & Jagielski 2023)"
@@ -146,27 +146,23 @@ def marginal_scores(
     """Each canary label's noisy 1-way count from the fit's measuring phase, and its epsilon."""
     table = canary_table(base, members, rng)
     full = _canary_specs(schema, table, len(members))
-    specs = full.kept
-    ledger = new_ledger(specs, config=config, delta=delta)
-    plan = make_plan(specs, target=full.target, rows=len(table), config=config, ledger=ledger)
-    noise = PrivacyNoise(secure_mode=config.secure_mode, noise_seed=config.noise_seed)
-    domains = discover_domains(table, specs, plan, ledger=ledger, noise=noise, should_stop=should_stop)
-    encoder = TableEncoder(domains)
-    marginals = measure_marginals(
-        encoder.encode(table),
-        encoder,
-        plan,
-        ledger=ledger,
-        noise=noise,
-        max_pair_groups=config.max_pair_groups,
+    run = FitRun(
+        table,
+        full.kept,
+        target=full.target,
+        delta=delta,
+        config=config,
+        checkpoint=Checkpoint(None, input_sha256="audit", config=config),
+        progress=None,
         should_stop=should_stop,
     )
-    j = encoder.columns.index(CANARY_COLUMN)
-    (one_way,) = [m for m in marginals if m.columns == (j,)]
-    categories = list(domains[j].categories)  # type: ignore[union-attr]
+    run.measure()  # the measuring phase alone: the generator and DP-SGD do not run here
+    assert run.state.domains is not None and run.state.marginals is not None
+    j = [d.name for d in run.state.domains].index(CANARY_COLUMN)
+    (one_way,) = [m for m in run.state.marginals if m.columns == (j,)]
+    categories = list(run.state.domains[j].categories)  # type: ignore[union-attr]
     tokens = np.array([categories.index(f"canary-{i}") for i in range(len(members))])
-    # The measuring phase alone: the DP-SGD share of the plan was not run here.
-    return one_way.counts[one_way.maps[0][tokens]], ledger.epsilon_spent()
+    return one_way.counts[one_way.maps[0][tokens]], run.ledger.epsilon_spent()
 
 
 def dpsgd_scores(
@@ -300,7 +296,7 @@ def audit_fit(
 
 
 def audit_synthesizer(
-    synth: Any,
+    synth: Synthesizer,
     *,
     rows: int,
     canaries: int = 128,

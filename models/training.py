@@ -125,7 +125,7 @@ class FitRun:
 
     def _run(self) -> tuple[TableEncoder, Generator]:
         if self.state.domains is None:
-            self._measure()
+            self.measure()
         assert self.state.domains is not None and self.state.marginals is not None
         encoder = TableEncoder(self.state.domains)
         with seeded_init(self.rng):
@@ -153,7 +153,8 @@ class FitRun:
         if self.should_stop is not None and self.should_stop():
             raise FitCancelledError(f"fit cancelled {where}", epsilon_spent=self.ledger.epsilon_spent())
 
-    def _measure(self) -> None:
+    def measure(self) -> None:
+        """Run the full-table mechanisms (domains, marginals) into ``state`` and the checkpoint."""
         self.report("measure", 0, epsilon=0.0)
         domains = discover_domains(
             self.df, self.specs, self.plan, ledger=self.ledger, noise=self.noise, should_stop=self.should_stop
