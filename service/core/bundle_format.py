@@ -16,7 +16,8 @@ EVENTS, LEDGER, MANIFEST, SIGNATURE, PUBLIC_KEY = (
     "events.jsonl", "ledger.json", "manifest.json", "manifest.sig", "public_key.pem",
 )  # fmt: skip
 CERTIFICATES = "certificates/"
-# Facts about the raw upload that only the custodian sees (as GET /releases/{id}/certificate).
+# Facts about the raw upload that only the custodian sees: a hash of the raw file is not DP (it
+# confirms or refutes any guess of the whole table), so auditors and analysts never see it.
 CUSTODIAN_ONLY = ("input_sha256",)
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from service.api.deps import Custodian, ReleaseReader, ServicesDep, SessionDep, owned
 from service.api.schemas import ReleasePublic, TableFormat
 from service.core import audit
+from service.core.bundle_format import public_certificate
 from service.core.errors import ConflictError, PermissionDeniedError
 from service.core.orm import Job, Release, Role
 from service.core.storage import Storage
@@ -58,22 +59,14 @@ def get_release(release_id: str, session: SessionDep, caller: ReleaseReader) -> 
     return public_release(release, job)
 
 
-# Facts about the raw upload that a certificate may carry for the custodian: a hash of the raw
-# file is not DP (it confirms or refutes any guess of the whole table), so others never see it.
-_CUSTODIAN_ONLY = ("input_sha256",)
-
-
 @router.get("/{release_id}/certificate")
 def get_certificate(release_id: str, session: SessionDep, caller: ReleaseReader) -> dict[str, Any]:
     """The privacy certificate: epsilon, delta, accountant, every mechanism and its share.
 
     Only the custodian sees the hash of the raw input it was computed from.
     """
-    certificate = dict(owned(session, Release, release_id, caller).certificate)
-    if caller.role is not Role.custodian:
-        for name in _CUSTODIAN_ONLY:
-            certificate.pop(name, None)
-    return certificate
+    certificate = owned(session, Release, release_id, caller).certificate
+    return dict(certificate) if caller.role is Role.custodian else public_certificate(certificate)
 
 
 @router.get("/{release_id}/quality")
